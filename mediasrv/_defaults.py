@@ -1,0 +1,171 @@
+"""The embedded default configuration: the single source of every default.
+
+``etc/mediasrv.ini`` is a copy of this text (a test keeps them identical in
+meaning).  Section and key names follow ZLMediaKit's ``conf/config.ini`` where
+ZLMediaKit has the key; keys that ZLMediaKit lacks are ours and say so.
+"""
+
+DEFAULT_INI = """\
+; mediasrv configuration. Section and key names follow ZLMediaKit's config.ini.
+; Every key below is shown with its built-in default; an unknown section or key
+; is an error at start-up.
+
+[general]
+; sent in every hook as mediaServerId
+mediaServerId = your_server_id
+; interface for the media listeners (RTMP, RTSP, HTTP)
+listen_ip = 0.0.0.0
+; KB; on_flow_report fires only when a session moved more than this
+flowThreshold = 1024
+; ms a stream may have no reader before on_stream_none_reader
+streamNoneReaderDelayMS = 20000
+; ms a player of a not-yet-existing stream waits for it to appear
+maxStreamWaitMS = 15000
+; 0: the vhost is always __defaultVhost__
+enableVhost = 0
+; (mediasrv) most client connections served at once, all protocols together
+maxConnections = 10000
+; (mediasrv) bytes a player may have queued before it drops to the next keyframe
+maxPlayerQueueBytes = 4194304
+; (mediasrv) bytes of the GOP cache per stream (frames since the last keyframe)
+maxGopCacheBytes = 16777216
+
+[rtmp]
+; 0 disables
+port = 1935
+; RTMPS (TLS); 0 disables; needs [ssl] certFile
+sslport = 0
+; seconds a client may take to finish the handshake
+handshakeSecond = 15
+; seconds a publisher (or a connection that has not started to play) may stay silent
+keepAliveSecond = 15
+; (mediasrv) largest RTMP message accepted, bytes
+maxMessageSize = 8388608
+
+[rtsp]
+port = 8554
+sslport = 0
+; 0: challenge with Digest (RFC 2617); 1: Basic allowed
+authBasic = 0
+handshakeSecond = 15
+keepAliveSecond = 15
+
+[http]
+; HTTP-FLV, WS-FLV, HLS, the API and files under rootPath
+port = 8080
+sslport = 0
+; static files; never served outside it
+rootPath = ./www
+; who may reach the API (and files when on_http_access is off)
+allow_ip_range = ::1,127.0.0.1,172.16.0.0-172.31.255.255,192.168.0.0-192.168.255.255,10.0.0.0-10.255.255.255
+; 1: send Access-Control-Allow-Origin so browser players may fetch streams
+allow_cross_domains = 1
+; 1: list directories under rootPath
+dirMenu = 0
+; header holding the real client address behind a proxy (empty: the socket peer)
+forwarded_ip_header =
+
+[ssl]
+; (mediasrv) PEM certificate (may hold the key too) for the sslport listeners
+certFile =
+; (mediasrv) PEM private key, when not inside certFile
+keyFile =
+
+[hls]
+; seconds per segment
+segDur = 2
+; segments in the playlist
+segNum = 3
+; segments kept downloadable after leaving the playlist
+segRetain = 5
+; empty: segments live in memory only; a directory: also written there
+filePath =
+
+[record]
+filePath = ./www/record
+fileSecond = 3600
+
+[api]
+; every API call needs secret=; empty: the API is closed
+secret =
+; Nimble-style /manage/* token (salt/hash auth); empty: /manage/* is closed
+nimble_token =
+
+[protocol]
+enable_hls = 1
+enable_rtsp = 1
+enable_rtmp = 1
+enable_mp4 = 0
+; 1: close a stream that has no reader, without asking on_stream_none_reader
+auto_close = 0
+; ms a publisher that dropped may take to come back; its players stay connected
+continue_push_ms = 15000
+
+[shell]
+port = 9000
+interface = 127.0.0.1
+; user:salted-hash pairs, used when no on_shell_login URL is set
+users =
+; 1: enables the python manhole command
+python = 0
+
+[hook]
+enable = 0
+timeoutSec = 10
+alive_interval = 10
+retry = 1
+retry_delay = 3.0
+on_failure = deny
+stream_changed_schemas = rtsp/rtmp/fmp4/ts/hls/hls.fmp4
+; where undelivered notifications wait (durable)
+outbox = ./var/hook-outbox
+on_publish =
+on_play =
+on_flow_report =
+on_http_access =
+on_rtsp_realm =
+on_rtsp_auth =
+on_shell_login =
+on_stream_changed =
+on_stream_none_reader =
+on_stream_not_found =
+on_record_mp4 =
+on_record_ts =
+on_server_started =
+on_server_exited =
+on_server_keepalive =
+
+[http_hooks]
+; SRS-style hooks; each value may hold several URLs separated by spaces
+enabled = 0
+timeoutSec = 10
+on_failure = deny
+on_connect =
+on_close =
+on_publish =
+on_unpublish =
+on_play =
+on_stop =
+on_dvr =
+on_hls =
+
+[notify]
+; Node-Media-Server-style notify_url
+notify_url =
+timeoutSec = 10
+on_failure = allow
+
+[oclp]
+; PingOS-style: URL [stage=start,update,done] [timeout=3s]
+oclp_proc =
+oclp_publish =
+oclp_play =
+oclp_stream =
+oclp_pull =
+oclp_push =
+oclp_meta =
+oclp_record =
+update_interval = 60
+timeout = 3
+on_failure = deny
+"""

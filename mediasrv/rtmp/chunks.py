@@ -1,0 +1,568 @@
+"""The RTMP chunk stream (Adobe RTMP spec 1.0, section 5.3), sans-IO.
+
+:class:`ChunkReader` turns the bytes that follow the handshake into complete
+:class:`RtmpMessage` objects; :func:`encode_message` and :class:`ChunkWriter`
+go the other way.  Nothing here performs I/O, reads a clock or imports
+Twisted: the protocol adapter forwards ``dataReceived`` to
+:meth:`ChunkReader.feed` and writes what the encoders return.
+
+Interoperability decisions (the spec is ambiguous or widely ignored here):
+
+* Extended timestamp on type 3 chunks (section 5.3.1.3).  ffmpeg, librtmp and
+  OBS repeat the 4-byte extended timestamp on every type 3 chunk of a message
+  whose header used one; a few encoders do not.  On a type 3 chunk that
+  *starts* a message we always read it (as SRS does); on a *continuation*
+  chunk we consume the 4 bytes only if they equal the value from the
+  message's header, and otherwise treat them as payload.  Our encoders always
+  repeat it.
+* A type 3 chunk that starts a new message re-uses the previous delta; after
+  a type 0 header that delta is the type 0 timestamp itself (section
+  5.3.1.2.4, and what ffmpeg and SRS implement).
+* A type 0/1/2 header on a chunk stream whose message is incomplete is a
+  protocol violation (only an Abort Message may discard it, section 5.4.2);
+  we raise :class:`ChunkError` rather than guess.
+* Protocol control messages that change framing (Set Chunk Size, Abort) are
+  honoured by message type whatever chunk stream they arrive on.
+
+Performance: :meth:`ChunkReader.feed` works directly on the buffer it is
+given, walking an offset through it; body bytes are copied straight into the
+owning message's buffer (or, for a message that arrives in one piece, sliced
+out once).  Only an incomplete chunk *header* (at most 18 bytes) is kept
+between calls, so there is no input buffer to compact and nothing is
+quadratic in the feed size.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_CHUNK_SIZE",
+    "ChunkError",
+    "ChunkReader",
+    "ChunkWriter",
+    "RtmpMessage",
+    "encode_message",
+]
+
+DEFAULT_CHUNK_SIZE: Final = 128
+"""Both directions start at 128 bytes per chunk (section 5.4.1)."""
+
+MAX_CHUNK_SIZE: Final = 0x7FFFFFFF
+"""Set Chunk Size carries 31 bits; the high bit MUST be zero (section 5.4.1)."""
+
+MIN_CSID: Final = 2
+MAX_CSID: Final = 65599
+"""Chunk stream ids 2..65599; 0 and 1 only select the 2/3-byte basic header
+forms (section 5.3.1.1)."""
+
+MAX_MESSAGE_LENGTH: Final = 0xFFFFFF
+"""The message length field is 3 bytes (section 5.3.1.2.1)."""
+
+_TS_MASK: Final = 0xFFFFFFFF
+_EXTENDED: Final = 0xFFFFFF
+_MSG_SET_CHUNK_SIZE: Final = 1
+_MSG_ABORT: Final = 2
+
+_U32 = struct.Struct(">I")
+_LE32 = struct.Struct("<I")
+# fmt 0 body without the little-endian stream id: ts(3) length(3) type(1).
+_TS_LEN_TYPE = struct.Struct(">BHBHB")
+_TS_ONLY = struct.Struct(">BH")
+
+
+class ChunkError(ValueError):
+    """The peer violated the RTMP chunk stream protocol (section 5.3/5.4).
+
+    The message names the offending value and the limit or rule so that a
+    packet capture can be matched against it.  After a ``ChunkError`` the
+    reader's state is undefined; the connection must be dropped.
+    """
+
+
+@dataclass(slots=True)
+class RtmpMessage:
+    """One reassembled RTMP message (section 5.3.1 / 6.1)."""
+
+    csid: int
+    type_id: int
+    stream_id: int
+    timestamp: int
+    """Absolute timestamp in ms, after applying deltas; wraps mod 2**32."""
+    payload: bytes
+
+
+class _InStream:
+    """Per chunk stream receive state (the "previous header" of section 5.3.1.2)."""
+
+    __slots__ = (
+        "csid",
+        "timestamp",
+        "delta",
+        "length",
+        "type_id",
+        "stream_id",
+        "extended",
+        "ext_value",
+        "in_progress",
+        "received",
+        "buf",
+    )
+
+    def __init__(self, csid: int) -> None:
+        self.csid = csid
+        self.timestamp = 0
+        self.delta = 0
+        self.length = 0
+        self.type_id = 0
+        self.stream_id = 0
+        # Whether the last type 0/1/2 header used the extended timestamp
+        # field, and its value: type 3 chunks then carry it too.
+        self.extended = False
+        self.ext_value = 0
+        self.in_progress = False
+        self.received = 0
+        self.buf = bytearray()
+
+
+class ChunkReader:
+    """Reassemble RTMP messages from the chunk stream (section 5.3).
+
+    ``max_message_size`` bounds each partial message buffer (a 3-byte length
+    field allows 16 MiB per chunk stream); ``max_chunk_streams`` bounds how
+    many chunk streams a peer may open.  Together they cap the memory one
+    connection can make us hold.
+    """
+
+    def __init__(
+        self,
+        max_message_size: int = 8 * 1024 * 1024,
+        max_chunk_streams: int = 64,
+    ) -> None:
+        if max_message_size < 0:
+            raise ValueError(f"max_message_size must be >= 0, not {max_message_size}")
+        if max_chunk_streams < 1:
+            raise ValueError(
+                f"max_chunk_streams must be >= 1, not {max_chunk_streams}"
+            )
+        self.max_message_size = max_message_size
+        self.max_chunk_streams = max_chunk_streams
+        self.chunk_size: int = DEFAULT_CHUNK_SIZE
+        """The peer's current chunk size, updated by Set Chunk Size."""
+        self.bytes_received: int = 0
+        """Total bytes passed to :meth:`feed`, for Acknowledgement (5.4.3).
+        The handshake is not fed here; the adapter adds it if it counts it."""
+        self._streams: dict[int, _InStream] = {}
+        self._current: _InStream | None = None
+        self._chunk_left = 0
+        self._pending = b""
+        self._error: ChunkError | None = None
+
+    def feed(self, data: bytes) -> list[RtmpMessage]:
+        """Consume ``data`` and return the messages it completes, in order.
+
+        Set Chunk Size and Abort Message take effect as soon as they are
+        complete, before the next byte of the same ``data`` is parsed
+        (section 5.4.1/5.4.2); they are returned to the caller as well.
+        Raises :class:`ChunkError` on a protocol violation; every later call
+        raises it again.
+        """
+        if self._error is not None:
+            raise ChunkError(f"chunk reader failed earlier: {self._error}")
+        self.bytes_received += len(data)
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        elif type(data) is not bytes:
+            data = bytes(data)
+        try:
+            return self._parse(data)
+        except ChunkError as e:
+            self._error = e
+            raise
+
+    def _parse(self, data: bytes) -> list[RtmpMessage]:
+        out: list[RtmpMessage] = []
+        end = len(data)
+        pos = 0
+        view: memoryview | None = None
+        while pos < end:
+            cs = self._current
+            if cs is None:
+                new_pos = self._read_header(data, pos, end, out)
+                if new_pos < 0:
+                    self._pending = data[pos:]
+                    break
+                pos = new_pos
+                continue
+            # Chunk body.
+            n = self._chunk_left
+            if n > end - pos:
+                n = end - pos
+            stop = pos + n
+            self._chunk_left -= n
+            if self._chunk_left == 0:
+                self._current = None
+            if cs.received == 0 and n == cs.length:
+                # Whole message in one piece: a single copy.
+                pos = stop
+                self._complete(cs, data[stop - n : stop], out)
+                continue
+            if view is None:
+                view = memoryview(data)
+            cs.buf += view[pos:stop]
+            cs.received += n
+            pos = stop
+            if cs.received == cs.length:
+                payload = bytes(cs.buf)
+                cs.buf = bytearray()
+                self._complete(cs, payload, out)
+        return out
+
+    def _read_header(
+        self, data: bytes, pos: int, end: int, out: list[RtmpMessage]
+    ) -> int:
+        """Parse one chunk header at ``pos``; return the offset after it, or
+        -1 if ``data`` ends inside it (nothing is changed in that case)."""
+        b0 = data[pos]
+        fmt = b0 >> 6
+        csid = b0 & 0x3F
+        pos += 1
+        # Section 5.3.1.1: basic header, 1, 2 or 3 bytes.
+        if csid == 0:
+            if pos >= end:
+                return -1
+            csid = data[pos] + 64
+            pos += 1
+        elif csid == 1:
+            if pos + 1 >= end:
+                return -1
+            csid = data[pos] + (data[pos + 1] << 8) + 64
+            pos += 2
+
+        cs = self._streams.get(csid)
+        if cs is None:
+            if fmt != 0:
+                raise ChunkError(
+                    f"fmt {fmt} chunk on chunk stream {csid}, which has had no"
+                    " fmt 0 header"
+                )
+            if len(self._streams) >= self.max_chunk_streams:
+                raise ChunkError(
+                    f"chunk stream {csid} would exceed the limit of"
+                    f" {self.max_chunk_streams} chunk streams"
+                )
+        elif fmt != 3 and cs.in_progress:
+            raise ChunkError(
+                f"fmt {fmt} header on chunk stream {csid} interrupts a message"
+                f" ({cs.received} of {cs.length} bytes received)"
+            )
+
+        # Section 5.3.1.2: message header, 11/7/3/0 bytes, then 5.3.1.3.
+        if fmt == 3:
+            assert cs is not None
+            if cs.in_progress:
+                if cs.extended:
+                    if end - pos < 4:
+                        return -1
+                    if _U32.unpack_from(data, pos)[0] == cs.ext_value:
+                        pos += 4
+                self._current = cs
+                left = cs.length - cs.received
+                self._chunk_left = left if left < self.chunk_size else self.chunk_size
+                return pos
+            delta = cs.delta
+            if cs.extended:
+                if end - pos < 4:
+                    return -1
+                delta = _U32.unpack_from(data, pos)[0]
+                pos += 4
+                cs.delta = cs.ext_value = delta
+            cs.timestamp = (cs.timestamp + delta) & _TS_MASK
+        else:
+            if fmt == 0:
+                if end - pos < 11:
+                    return -1
+                ts_hi, ts_lo, len_hi, len_lo, type_id = _TS_LEN_TYPE.unpack_from(
+                    data, pos
+                )
+                stream_id = _LE32.unpack_from(data, pos + 7)[0]
+                pos += 11
+            elif fmt == 1:
+                if end - pos < 7:
+                    return -1
+                ts_hi, ts_lo, len_hi, len_lo, type_id = _TS_LEN_TYPE.unpack_from(
+                    data, pos
+                )
+                pos += 7
+            else:
+                if end - pos < 3:
+                    return -1
+                ts_hi, ts_lo = _TS_ONLY.unpack_from(data, pos)
+                pos += 3
+            ts = (ts_hi << 16) | ts_lo
+            extended = ts == _EXTENDED
+            if extended:
+                if end - pos < 4:
+                    return -1
+                ts = _U32.unpack_from(data, pos)[0]
+                pos += 4
+            # The header is complete: commit it.
+            if fmt <= 1:
+                length = (len_hi << 16) | len_lo
+                if length > self.max_message_size:
+                    raise ChunkError(
+                        f"message length {length} on chunk stream {csid} exceeds"
+                        f" the limit of {self.max_message_size} bytes"
+                    )
+            if cs is None:
+                cs = self._streams[csid] = _InStream(csid)
+            if fmt == 0:
+                cs.timestamp = ts
+                cs.stream_id = stream_id
+            else:
+                cs.timestamp = (cs.timestamp + ts) & _TS_MASK
+            if fmt <= 1:
+                cs.length = length
+                cs.type_id = type_id
+            cs.delta = ts
+            cs.extended = extended
+            cs.ext_value = ts if extended else 0
+
+        # A new message starts.
+        if cs.length == 0:
+            self._complete(cs, b"", out)
+            return pos
+        cs.in_progress = True
+        cs.received = 0
+        self._current = cs
+        self._chunk_left = cs.length if cs.length < self.chunk_size else self.chunk_size
+        return pos
+
+    def _complete(self, cs: _InStream, payload: bytes, out: list[RtmpMessage]) -> None:
+        cs.in_progress = False
+        cs.received = 0
+        msg = RtmpMessage(cs.csid, cs.type_id, cs.stream_id, cs.timestamp, payload)
+        out.append(msg)
+        if cs.type_id == _MSG_SET_CHUNK_SIZE:
+            self.chunk_size = _parse_chunk_size(payload)
+        elif cs.type_id == _MSG_ABORT:
+            if len(payload) < 4:
+                raise ChunkError(
+                    f"Abort Message payload of {len(payload)} bytes, expected 4"
+                )
+            target = self._streams.get(_U32.unpack_from(payload)[0])
+            if target is not None and target.in_progress:
+                target.in_progress = False
+                target.received = 0
+                target.buf = bytearray()
+
+
+def _parse_chunk_size(payload: bytes) -> int:
+    """Validate a Set Chunk Size payload (section 5.4.1)."""
+    if len(payload) < 4:
+        raise ChunkError(
+            f"Set Chunk Size payload of {len(payload)} bytes, expected 4"
+        )
+    size: int = _U32.unpack_from(payload)[0]
+    if size == 0 or size > MAX_CHUNK_SIZE:
+        raise ChunkError(f"invalid chunk size {size}")
+    return size
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def _basic_header(fmt: int, csid: int) -> bytes:
+    """Section 5.3.1.1: the shortest basic header form that fits ``csid``."""
+    if csid < 64:
+        return bytes(((fmt << 6) | csid,))
+    if csid < 320:
+        return bytes((fmt << 6, csid - 64))
+    n = csid - 64
+    return bytes(((fmt << 6) | 1, n & 0xFF, n >> 8))
+
+
+def _check_message(
+    csid: int, type_id: int, stream_id: int, length: int, chunk_size: int
+) -> None:
+    if not MIN_CSID <= csid <= MAX_CSID:
+        raise ValueError(f"chunk stream id {csid} outside {MIN_CSID}..{MAX_CSID}")
+    if not 0 <= type_id <= 0xFF:
+        raise ValueError(f"message type id {type_id} outside 0..255")
+    if not 0 <= stream_id <= 0xFFFFFFFF:
+        raise ValueError(f"message stream id {stream_id} outside 0..2**32-1")
+    if length > MAX_MESSAGE_LENGTH:
+        raise ValueError(
+            f"payload of {length} bytes exceeds the RTMP maximum of"
+            f" {MAX_MESSAGE_LENGTH}"
+        )
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk size {chunk_size} outside 1..{MAX_CHUNK_SIZE}")
+
+
+def _chunk_payload(
+    header: bytes, continuation: bytes, payload: bytes, chunk_size: int
+) -> bytes:
+    length = len(payload)
+    if length <= chunk_size:
+        return header + payload
+    view = memoryview(payload)
+    parts: list[bytes | memoryview] = [header, view[:chunk_size]]
+    for off in range(chunk_size, length, chunk_size):
+        parts.append(continuation)
+        parts.append(view[off : off + chunk_size])
+    return b"".join(parts)
+
+
+def encode_message(
+    csid: int,
+    type_id: int,
+    stream_id: int,
+    timestamp: int,
+    payload: bytes,
+    chunk_size: int,
+) -> bytes:
+    """Chunk one message with a type 0 header and type 3 continuations.
+
+    The output depends only on the arguments (no per-connection compression
+    state), which lets the server chunk a media frame once and write the same
+    bytes to every player.  ``timestamp`` is taken mod 2**32 (RTMP timestamps
+    wrap, section 6.1.1); at or above 0xFFFFFF it goes in the extended
+    timestamp field, repeated on every continuation chunk (section 5.3.1.3,
+    as ffmpeg/librtmp expect).
+    """
+    length = len(payload)
+    _check_message(csid, type_id, stream_id, length, chunk_size)
+    ts = timestamp & _TS_MASK
+    if ts >= _EXTENDED:
+        ext = _U32.pack(ts)
+        header = b"".join(
+            (
+                _basic_header(0, csid),
+                _TS_LEN_TYPE.pack(0xFF, 0xFFFF, length >> 16, length & 0xFFFF, type_id),
+                _LE32.pack(stream_id),
+                ext,
+            )
+        )
+        continuation = _basic_header(3, csid) + ext
+    else:
+        header = b"".join(
+            (
+                _basic_header(0, csid),
+                _TS_LEN_TYPE.pack(
+                    ts >> 16, ts & 0xFFFF, length >> 16, length & 0xFFFF, type_id
+                ),
+                _LE32.pack(stream_id),
+            )
+        )
+        continuation = _basic_header(3, csid)
+    return _chunk_payload(header, continuation, payload, chunk_size)
+
+
+class _OutStream:
+    __slots__ = ("stream_id", "type_id", "length", "timestamp", "delta", "fmt")
+
+    def __init__(
+        self, stream_id: int, type_id: int, length: int, timestamp: int, delta: int
+    ) -> None:
+        self.stream_id = stream_id
+        self.type_id = type_id
+        self.length = length
+        self.timestamp = timestamp
+        self.delta = delta
+        self.fmt = 0
+
+
+class ChunkWriter:
+    """Chunk outgoing messages with per-chunk-stream header compression.
+
+    Uses type 1/2/3 headers (section 5.3.1.2) when the previous message on
+    the same chunk stream allows it.  That state is only right if *every*
+    message on a chunk stream goes through this writer: chunk streams also
+    written with the stateless :func:`encode_message` (media fan-out) must
+    not be used here, or must be :meth:`reset` after each such write.
+
+    To stay compatible with readers that disagree about the delta a type 3
+    header implies after a type 0 header (the spec says the type 0
+    timestamp; nginx-rtmp uses 0), a type 3 header only starts a new message
+    after a type 1/2 header, or after a type 0 header with timestamp 0.  Any
+    value that would need an extended timestamp gets a type 0 header.
+    """
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size {chunk_size} outside 1..{MAX_CHUNK_SIZE}")
+        self.chunk_size = chunk_size
+        """Our outgoing chunk size; change it only together with sending Set
+        Chunk Size to the peer (see :meth:`set_chunk_size`)."""
+        self._streams: dict[int, _OutStream] = {}
+
+    def reset(self, csid: int | None = None) -> None:
+        """Forget the compression state of ``csid`` (or of every chunk
+        stream), so that the next message on it gets a type 0 header."""
+        if csid is None:
+            self._streams.clear()
+        else:
+            self._streams.pop(csid, None)
+
+    def set_chunk_size(self, size: int) -> bytes:
+        """Return a Set Chunk Size message (section 5.4.1, chunk stream 2,
+        message stream 0) chunked at the *old* size, and switch to ``size``
+        for everything encoded afterwards."""
+        if not 1 <= size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size {size} outside 1..{MAX_CHUNK_SIZE}")
+        data = self.encode(2, _MSG_SET_CHUNK_SIZE, 0, 0, _U32.pack(size))
+        self.chunk_size = size
+        return data
+
+    def encode(
+        self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes
+    ) -> bytes:
+        """Chunk one message, compressing its header against the previous
+        message on ``csid``."""
+        length = len(payload)
+        chunk_size = self.chunk_size
+        _check_message(csid, type_id, stream_id, length, chunk_size)
+        ts = timestamp & _TS_MASK
+        st = self._streams.get(csid)
+        if st is None or st.stream_id != stream_id:
+            return self._full(csid, type_id, stream_id, ts, payload)
+        delta = ts - st.timestamp
+        if not 0 <= delta < _EXTENDED:
+            return self._full(csid, type_id, stream_id, ts, payload)
+        continuation = _basic_header(3, csid)
+        if type_id == st.type_id and length == st.length:
+            if delta == st.delta and (st.fmt != 0 or delta == 0):
+                header = continuation
+            else:
+                header = _basic_header(2, csid) + _TS_ONLY.pack(
+                    delta >> 16, delta & 0xFFFF
+                )
+                st.fmt = 2
+        else:
+            header = _basic_header(1, csid) + _TS_LEN_TYPE.pack(
+                delta >> 16, delta & 0xFFFF, length >> 16, length & 0xFFFF, type_id
+            )
+            st.fmt = 1
+            st.type_id = type_id
+            st.length = length
+        st.timestamp = ts
+        st.delta = delta
+        return _chunk_payload(header, continuation, payload, chunk_size)
+
+    def _full(
+        self, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes
+    ) -> bytes:
+        data = encode_message(csid, type_id, stream_id, ts, payload, self.chunk_size)
+        if ts >= _EXTENDED:
+            # Never compress against an extended-timestamp header.
+            self._streams.pop(csid, None)
+        else:
+            self._streams[csid] = _OutStream(stream_id, type_id, len(payload), ts, ts)
+        return data

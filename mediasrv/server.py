@@ -1,0 +1,79 @@
+"""MediaServer: the MultiService ``twistd mediasrv`` runs, one child per listener."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mediasrv.config import Config
+from mediasrv.core.context import Core
+from mediasrv.http.site import build_site
+from mediasrv.rtmp.protocol import RtmpFactory
+
+log = Logger()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class MediaServer(MultiService):
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        clock: IReactorTime = reactor
+        self.core = Core.build(config, clock)
+        # listener name → (config key, interface, port) for error messages
+        self.listeners: dict[str, tuple[str, str, int]] = {}
+        ip = config.general.listen_ip
+        if config.rtmp.port:
+            self._listen("rtmp", "[rtmp] port", ip, config.rtmp.port, RtmpFactory(self.core))
+        if config.rtmp.sslport:
+            self._listen("rtmps", "[rtmp] sslport", ip, config.rtmp.sslport, RtmpFactory(self.core, secure=True),
+                         tls=True)
+        if config.http.port:
+            self._listen("http", "[http] port", ip, config.http.port, build_site(self.core))
+        if config.http.sslport:
+            self._listen("https", "[http] sslport", ip, config.http.sslport, build_site(self.core), tls=True)
+
+    def _listen(self, name: str, key: str, ip: str, port: int, factory: Any, tls: bool = False) -> None:
+        if tls:
+            ssl = self.config.ssl
+            desc = (f"ssl:{port}:interface={_escape(ip)}:certKey={_escape(ssl.certFile)}"
+                    f":privateKey={_escape(ssl.keyFile or ssl.certFile)}")
+        else:
+            desc = f"tcp:{port}:interface={_escape(ip)}"
+        svc = strports.service(desc, factory, reactor=self.reactor)
+        svc.setName(name)
+        svc.setServiceParent(self)
+        self.listeners[name] = (key, ip, port)
+
+    def privilegedStartService(self) -> None:
+        for svc in self:
+            try:
+                svc.privilegedStartService()
+            except CannotListenError as e:
+                key, ip, port = self.listeners[svc.name]
+                why = e.socketError.strerror if hasattr(e.socketError, "strerror") else e.socketError
+                raise SystemExit(f"mediasrv: {self.config.source}: {key}: cannot listen on {ip}:{port}: {why}")
+            except Exception as e:  # e.g. a missing or bad TLS certificate
+                key, ip, port = self.listeners.get(svc.name, ("", "", 0))
+                raise SystemExit(f"mediasrv: {self.config.source}: {key}: cannot start {svc.name}: {e}")
+
+    def startService(self) -> None:
+        super().startService()
+        names = ", ".join(f"{n} {ip}:{port}" for n, (_, ip, port) in self.listeners.items())
+        log.info("mediasrv serving: {names}", names=names)
+
+    def stopService(self) -> Any:
+        # End every session first so end events pair up, then close listeners.
+        for session in self.core.sessions:
+            session.kick("server shutting down")
+        self.core.registry.close_all("server shutting down")
+        return super().stopService()
