@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -20,6 +21,17 @@ log = Logger()
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _startup_failure(line: str) -> NoReturn:
+    """Stop start-up with one line on the real stderr (twistd has redirected
+    ``sys.stderr`` into its log by now) and in the log, and exit status 1."""
+    log.critical("{line}", line=line)
+    err = sys.__stderr__
+    if err is not None:
+        err.write(line + "\n")
+        err.flush()
+    raise SystemExit(1)
 
 
 class MediaServer(MultiService):
@@ -61,10 +73,10 @@ class MediaServer(MultiService):
             except CannotListenError as e:
                 key, ip, port = self.listeners[svc.name]
                 why = e.socketError.strerror if hasattr(e.socketError, "strerror") else e.socketError
-                raise SystemExit(f"mediasrv: {self.config.source}: {key}: cannot listen on {ip}:{port}: {why}")
+                _startup_failure(f"mediasrv: {self.config.source}: {key}: cannot listen on {ip}:{port}: {why}")
             except Exception as e:  # e.g. a missing or bad TLS certificate
                 key, ip, port = self.listeners.get(svc.name, ("", "", 0))
-                raise SystemExit(f"mediasrv: {self.config.source}: {key}: cannot start {svc.name}: {e}")
+                _startup_failure(f"mediasrv: {self.config.source}: {key}: cannot start {svc.name}: {e}")
 
     def startService(self) -> None:
         super().startService()

@@ -159,8 +159,15 @@ class FlvPlay:
         request.channel.setTimeout(None)  # a live stream has no idle timeout
         max_q = self.core.config.general.maxPlayerQueueBytes
         if self.websocket:
-            ws_resource = WebSocketResource(_WsFactory(self))
-            ws_resource.render_GET(request)
+            # twisted.web.websocket hands the socket over from the HTTPChannel
+            # but leaves the channel registered as the socket's producer, so
+            # attachProducer() would fail; the channel is done with the socket.
+            tcp = request.channel.transport
+            if tcp is not None and getattr(tcp, "producer", None) is request.channel:
+                tcp.unregisterProducer()  # type: ignore[attr-defined]
+            WebSocketResource(_WsFactory(self)).render_GET(request)
+            if tcp is not None:
+                tcp.resumeProducing()  # type: ignore[attr-defined]  # read close frames
             return
         request.setHeader(b"content-type", b"video/x-flv")
         request.setHeader(b"cache-control", b"no-cache")

@@ -99,9 +99,7 @@ _DIGEST_SIZE: Final = 32  # SHA-256
 _SIGNED_SIZE: Final = PACKET_SIZE - _DIGEST_SIZE  # 1504 bytes covered by a digest
 _DIGEST_OFFSET_MODULUS: Final = 728  # 764-byte block - 4 offset bytes - 32 digest bytes
 
-_KEY_TAIL: Final = bytes.fromhex(
-    "f0eec24a8068bee82e00d0d1029e7e57" "6eec5d2d29806fab93b8e636cfeb31ae"
-)
+_KEY_TAIL: Final = bytes.fromhex("f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae")
 
 FMS_KEY: Final = b"Genuine Adobe Flash Media Server 001" + _KEY_TAIL
 """The 68-byte server key (librtmp ``GenuineFMSKey``, nginx ``ngx_rtmp_server_key``).
@@ -351,11 +349,7 @@ class ServerHandshake(_HandshakeMachine):
             s2 = c1[:4] + self._time + c1[8:]
             return s1 + s2
         self._digest_layout, c1_digest = found
-        unsigned = (
-            self._time
-            + _SERVER_DIGEST_VERSION
-            + _random(self._random_bytes, _RANDOM_SIZE)
-        )
+        unsigned = self._time + _SERVER_DIGEST_VERSION + _random(self._random_bytes, _RANDOM_SIZE)
         s1, _ = _sign_packet(unsigned, DigestLayout.DIGEST_FIRST, _FMS_KEY_PARTIAL)
         s2_body = _random(self._random_bytes, _SIGNED_SIZE)
         s2 = s2_body + _response_signature(c1_digest, FMS_KEY, s2_body)
@@ -387,12 +381,8 @@ class ClientHandshake(_HandshakeMachine):
         super().__init__(random_bytes)
         self._digest = digest
         if digest:
-            unsigned = (
-                bytes(4) + _CLIENT_DIGEST_VERSION + _random(random_bytes, _RANDOM_SIZE)
-            )
-            self._c1, self._c1_digest = _sign_packet(
-                unsigned, DigestLayout.DIGEST_FIRST, _FP_KEY_PARTIAL
-            )
+            unsigned = bytes(4) + _CLIENT_DIGEST_VERSION + _random(random_bytes, _RANDOM_SIZE)
+            self._c1, self._c1_digest = _sign_packet(unsigned, DigestLayout.DIGEST_FIRST, _FP_KEY_PARTIAL)
         else:
             self._c1 = bytes(8) + _random(random_bytes, _RANDOM_SIZE)
             self._c1_digest = b""
@@ -416,10 +406,7 @@ class ClientHandshake(_HandshakeMachine):
             return s1[:4] + bytes(4) + s1[8:]
         found = _find_digest(s1, _FMS_KEY_PARTIAL)
         if found is None:
-            raise HandshakeError(
-                "S1 carries no valid FMS digest in either layout "
-                f"(S1 version field {s1[4:8].hex()})"
-            )
+            raise HandshakeError(f"S1 carries no valid FMS digest in either layout (S1 version field {s1[4:8].hex()})")
         _, s1_digest = found
         c2_body = _random(self._random_bytes, _SIGNED_SIZE)
         return c2_body + _response_signature(s1_digest, FP_KEY, c2_body)
@@ -434,11 +421,7 @@ class ClientHandshake(_HandshakeMachine):
                 )
             return
         if s2[:4] != self._c1[:4]:
-            raise HandshakeError(
-                f"S2 time {s2[:4].hex()} does not echo C1 time {self._c1[:4].hex()}"
-            )
+            raise HandshakeError(f"S2 time {s2[:4].hex()} does not echo C1 time {self._c1[:4].hex()}")
         if s2[8:] != self._c1[8:]:
             first = next(i for i in range(8, PACKET_SIZE) if s2[i] != self._c1[i])
-            raise HandshakeError(
-                f"S2 does not echo C1's random bytes (first difference at byte {first})"
-            )
+            raise HandshakeError(f"S2 does not echo C1's random bytes (first difference at byte {first})")
