@@ -119,6 +119,10 @@ on_failure = deny
 stream_changed_schemas = rtsp/rtmp/fmp4/ts/hls/hls.fmp4
 ; where undelivered notifications wait (durable)
 outbox = ./var/hook-outbox
+; (mediasrv) most notifications kept waiting; when full, outbox_overflow decides
+outbox_max = 100000
+; (mediasrv) drop_oldest or drop_newest; every drop is logged and counted
+outbox_overflow = drop_oldest
 on_publish =
 on_play =
 on_flow_report =

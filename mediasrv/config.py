@@ -48,6 +48,10 @@ def _policy(value: str) -> str | None:
     return None if value in ("allow", "deny") else f"{value!r} must be 'allow' or 'deny'"
 
 
+def _overflow(value: str) -> str | None:
+    return None if value in ("drop_oldest", "drop_newest") else f"{value!r} must be 'drop_oldest' or 'drop_newest'"
+
+
 def _ip(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
@@ -184,6 +188,8 @@ class Hook:
     on_failure: str = _check(_policy)
     stream_changed_schemas: str = field()
     outbox: str = field()
+    outbox_max: int = _check(_positive)
+    outbox_overflow: str = _check(_overflow)
     on_publish: str = field()
     on_play: str = field()
     on_flow_report: str = field()

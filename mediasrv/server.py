@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from typing import Any, NoReturn
 
@@ -11,7 +12,11 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mediasrv.config import Config
+from mediasrv import __version__
+from mediasrv.config import Config, ConfigError
+from mediasrv.hooks.client import HookClient
+from mediasrv.hooks.outbox import Outbox
+from mediasrv.hooks.service import hooks_configured
 from mediasrv.core.context import Core
 from mediasrv.http.site import build_site
 from mediasrv.rtmp.protocol import RtmpFactory
@@ -40,7 +45,18 @@ class MediaServer(MultiService):
         self.config = config
         self.reactor = reactor
         clock: IReactorTime = reactor
-        self.core = Core.build(config, clock)
+        self.hook_client: HookClient | None = None
+        outbox: Outbox | None = None
+        if hooks_configured(config):
+            self.hook_client = HookClient(reactor, user_agent=f"mediasrv/{__version__}")
+            try:
+                outbox = Outbox(config.hook.outbox, self.hook_client, clock, config.hook.outbox_max,
+                                config.hook.outbox_overflow)
+            except (OSError, sqlite3.Error) as e:
+                raise ConfigError(config.source, "[hook] outbox", f"cannot open {config.hook.outbox!r}: {e}") from None
+        self.core = Core.build(config, clock, self.hook_client, outbox)
+        if outbox is not None:
+            outbox.stampers["zlm"] = self.core.hooks.zlm.stamp
         # listener name → (config key, interface, port) for error messages
         self.listeners: dict[str, tuple[str, str, int]] = {}
         ip = config.general.listen_ip
@@ -80,6 +96,7 @@ class MediaServer(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        self.core.hooks.start()
         names = ", ".join(f"{n} {ip}:{port}" for n, (_, ip, port) in self.listeners.items())
         log.info("mediasrv serving: {names}", names=names)
 
@@ -88,4 +105,10 @@ class MediaServer(MultiService):
         for session in self.core.sessions:
             session.kick("server shutting down")
         self.core.registry.close_all("server shutting down")
-        return super().stopService()
+        d = self.core.hooks.stop()
+        d.addBoth(lambda _: super(MediaServer, self).stopService())
+        if self.hook_client is not None:
+            d.addBoth(lambda _: self.hook_client.close() if self.hook_client else None)
+        if self.core.hooks.outbox is not None:
+            d.addBoth(lambda _: self.core.hooks.outbox.close() if self.core.hooks.outbox else None)
+        return d

@@ -25,11 +25,10 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> MediaServer:
-    try:
-        cfg = config.load(options["config"], options["set"])
-    except config.ConfigError as e:
-        raise SystemExit(f"mediasrv: {e}") from None
     from twisted.internet import reactor
 
     r: Any = reactor
-    return MediaServer(cfg, r)
+    try:
+        return MediaServer(config.load(options["config"], options["set"]), r)
+    except config.ConfigError as e:
+        raise SystemExit(f"mediasrv: {e}") from None

@@ -169,7 +169,7 @@ def parse_adts(data: bytes) -> list[tuple[AacConfig, bytes]]:
             raise AacError(f"ADTS header at offset {pos} truncated: {total - pos} of 7 bytes")
         value = int.from_bytes(data[pos : pos + 7], "big")
         if value >> 44 != 0xFFF:
-            raise AacError(f"no ADTS syncword at offset {pos} (found {data[pos:pos + 2].hex()})")
+            raise AacError(f"no ADTS syncword at offset {pos} (found {data[pos : pos + 2].hex()})")
         if (value >> 41) & 0x3:
             raise AacError(f"ADTS layer {(value >> 41) & 0x3} at offset {pos}, expected 0")
         protection_absent = (value >> 40) & 1
@@ -185,13 +185,11 @@ def parse_adts(data: bytes) -> list[tuple[AacConfig, bytes]]:
             raise AacError(f"ADTS frame at offset {pos} has {blocks} raw data blocks, only 1 is supported")
         if frame_len < header_len:
             raise AacError(
-                f"ADTS frame at offset {pos} has frame_length {frame_len}, "
-                f"shorter than its {header_len}-byte header"
+                f"ADTS frame at offset {pos} has frame_length {frame_len}, shorter than its {header_len}-byte header"
             )
         if pos + frame_len > total:
             raise AacError(
-                f"ADTS frame at offset {pos} truncated: frame_length {frame_len}, "
-                f"{total - pos} bytes remain"
+                f"ADTS frame at offset {pos} truncated: frame_length {frame_len}, {total - pos} bytes remain"
             )
         cfg = AacConfig(object_type, SAMPLE_RATES[index], _CONFIG_CHANNELS[channel_config], index, channel_config)
         frames.append((cfg, data[pos + header_len : pos + frame_len]))

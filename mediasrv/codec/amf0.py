@@ -197,35 +197,39 @@ def decode_all(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Any]:
     """Decode the consecutive AMF0 values that make up ``data``.
 
     This is the shape of an RTMP command or data message body (RTMP spec 1.0
-    section 7.1.1/7.1.2).  Each value is decoded with its own reference table,
-    as Flash/FMS do for command arguments.
+    section 7.1.1/7.1.2).  The values share one reference table, so a later
+    argument may refer to an object in an earlier one (the table is reset per
+    message, as for an AMF packet body); ffmpeg, librtmp and OBS never send
+    references, so this only matters for Flash-era clients.
     """
     values: list[Any] = []
+    refs: list[Any] = []
     offset = 0
     end = len(data)
     while offset < end:
-        value, offset = decode_one(data, offset, max_depth)
+        value, offset = _decode(data, offset, max_depth, refs)
         values.append(value)
     return values
 
 
-def decode_one(
-    data: bytes, offset: int = 0, max_depth: int = DEFAULT_MAX_DEPTH
-) -> tuple[Any, int]:
+def decode_one(data: bytes, offset: int = 0, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, int]:
     """Decode one AMF0 value at ``offset``; return it and the offset after it.
 
-    Containers are decoded with an explicit stack rather than recursion so
-    that ``max_depth`` alone bounds the work per level and no input can raise
-    ``RecursionError``.  Containers are registered in the reference table
-    (AMF0 spec 2.9) when they *start*, in encounter order, as the spec
-    requires; a reference to one that has not yet ended is a cycle.
+    Containers are decoded with an explicit stack rather than recursion, so
+    no input can raise ``RecursionError`` and nesting deeper than
+    ``max_depth`` raises :class:`AmfError`.  Containers are registered in the
+    reference table (AMF0 spec 2.9) when they *start*, in encounter order, as
+    the spec requires; a reference to one that has not yet ended is a cycle.
     """
+    return _decode(data, offset, max_depth, [])
+
+
+def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[Any, int]:
     if max_depth < 0:
         raise ValueError(f"max_depth must be >= 0, not {max_depth}")
     end = len(data)
     if offset < 0 or offset > end:
         raise AmfError(f"AMF0 offset {offset} outside data of {end} bytes")
-    refs: list[Any] = []
     stack: list[_Frame] = []
     pos = offset
 
@@ -251,9 +255,7 @@ def decode_one(
                 key_len = (data[pos] << 8) | data[pos + 1]
                 if key_len == 0:
                     if pos + 2 >= end:
-                        raise AmfError(
-                            f"AMF0 object-end marker truncated at offset {pos + 2}"
-                        )
+                        raise AmfError(f"AMF0 object-end marker truncated at offset {pos + 2}")
                     if data[pos + 2] != OBJECT_END:
                         raise AmfError(
                             f"AMF0 empty object key at offset {pos} not followed"
@@ -327,8 +329,7 @@ def decode_one(
                 # lie that would otherwise make us loop (or allocate) for it.
                 if count > end - pos:
                     raise AmfError(
-                        f"AMF0 strict-array at offset {start} claims {count}"
-                        f" elements but only {end - pos} bytes remain"
+                        f"AMF0 strict-array at offset {start} claims {count} elements but only {end - pos} bytes remain"
                     )
                 container = []
                 frame = _Frame(_K_ARRAY, container, count, len(refs))
@@ -341,10 +342,7 @@ def decode_one(
             index = (data[pos] << 8) | data[pos + 1]
             pos += 2
             if index >= len(refs):
-                raise AmfError(
-                    f"AMF0 reference {index} at offset {start} out of range"
-                    f" ({len(refs)} objects decoded)"
-                )
+                raise AmfError(f"AMF0 reference {index} at offset {start} out of range ({len(refs)} objects decoded)")
             value = refs[index]
             if value is _IN_PROGRESS:
                 raise AmfError(f"AMF0 reference {index} is cyclic")
@@ -380,14 +378,10 @@ def _store(frame: _Frame, value: Any) -> None:
         frame.container[frame.key] = value
 
 
-def _read_utf8(
-    data: bytes, pos: int, n: int, what: str, start: int | None = None
-) -> tuple[str, int]:
+def _read_utf8(data: bytes, pos: int, n: int, what: str, start: int | None = None) -> tuple[str, int]:
     stop = pos + n
     if stop > len(data):
-        raise AmfError(
-            f"AMF0 {what} truncated at offset {pos - 2 if start is None else start}"
-        )
+        raise AmfError(f"AMF0 {what} truncated at offset {pos - 2 if start is None else start}")
     return data[pos:stop].decode("utf-8", "replace"), stop
 
 
@@ -434,17 +428,12 @@ def _decode_amf3_scalar(data: bytes, pos: int, start: int) -> tuple[Any, int]:
     if marker == _AMF3_STRING:
         header, pos = _read_u29(data, pos, start)
         if not header & 1:
-            raise AmfError(
-                f"AMF3 string reference at offset {start} is not supported"
-            )
+            raise AmfError(f"AMF3 string reference at offset {start} is not supported")
         n = header >> 1
         if n > end - pos:
             raise AmfError(f"AMF3 string truncated at offset {start}")
         return data[pos : pos + n].decode("utf-8", "replace"), pos + n
-    raise AmfError(
-        f"unsupported AMF3 marker 0x{marker:02x} at offset {pos - 1}"
-        " (only scalar AMF3 values are accepted)"
-    )
+    raise AmfError(f"unsupported AMF3 marker 0x{marker:02x} at offset {pos - 1} (only scalar AMF3 values are accepted)")
 
 
 def _read_u29(data: bytes, pos: int, start: int) -> tuple[int, int]:
@@ -549,4 +538,3 @@ def _encode_key(out: bytearray, key: object, *, allow_empty: bool) -> None:
         raise AmfError(f"AMF0 object key of {len(raw)} bytes exceeds 65535")
     out += _U16.pack(len(raw))
     out += raw
-

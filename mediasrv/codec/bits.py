@@ -75,8 +75,7 @@ class BitReader:
 
     def _overrun(self, wanted: int) -> BitstreamError:
         return BitstreamError(
-            f"needed {wanted} bits at bit offset {self._pos}, "
-            f"only {self._size - self._pos} of {self._size} left"
+            f"needed {wanted} bits at bit offset {self._pos}, only {self._size - self._pos} of {self._size} left"
         )
 
     def read_bits(self, n: int) -> int:
@@ -102,10 +101,7 @@ class BitReader:
         left = self._size - self._pos
         rest = self._value & ((1 << left) - 1)
         if rest == 0:
-            raise BitstreamError(
-                f"exp-Golomb code at bit offset {self._pos} runs past the end "
-                f"({left} zero bits left)"
-            )
+            raise BitstreamError(f"exp-Golomb code at bit offset {self._pos} runs past the end ({left} zero bits left)")
         zeros = left - rest.bit_length()
         if zeros > _MAX_EXP_GOLOMB_ZEROS:
             raise BitstreamError(
@@ -156,10 +152,7 @@ def split_annexb(data: bytes) -> list[bytes]:
     first = data.find(_START_CODE)
     if first < 0:
         if data.strip(b"\x00"):
-            raise BitstreamError(
-                f"no Annex B start code in {len(data)} bytes "
-                f"(starts with {data[:8].hex()})"
-            )
+            raise BitstreamError(f"no Annex B start code in {len(data)} bytes (starts with {data[:8].hex()})")
         return []
     nals: list[bytes] = []
     start = first + 3
@@ -190,17 +183,11 @@ def avcc_to_nals(data: bytes, length_size: int = 4) -> list[bytes]:
     while pos < total:
         body = pos + length_size
         if body > total:
-            raise BitstreamError(
-                f"truncated NAL length field at offset {pos}: "
-                f"{total - pos} of {length_size} bytes"
-            )
+            raise BitstreamError(f"truncated NAL length field at offset {pos}: {total - pos} of {length_size} bytes")
         size = int.from_bytes(data[pos:body], "big")
         end = body + size
         if end > total:
-            raise BitstreamError(
-                f"NAL unit at offset {pos} declares {size} bytes, "
-                f"only {total - body} remain"
-            )
+            raise BitstreamError(f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain")
         if size:
             nals.append(data[body:end])
         pos = end

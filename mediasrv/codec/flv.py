@@ -63,6 +63,7 @@ __all__ = [
 TAG_AUDIO = 8
 TAG_VIDEO = 9
 TAG_SCRIPT = 18
+_TAG_TYPES = frozenset({TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT})
 
 #: Default bound of :class:`FlvReader`; a tag's DataSize field allows 16 MiB.
 DEFAULT_MAX_TAG_SIZE = 8 * 1024 * 1024
@@ -202,9 +203,9 @@ def encode_tag(tag_type: int, timestamp: int, payload: bytes) -> bytes:
     :raises FlvError: a payload over 16 MiB or an unknown tag type.
     """
     size = len(payload)
-    if size > _MAX_DATA_SIZE or tag_type not in (TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT):
-        if size > _MAX_DATA_SIZE:
-            raise FlvError(f"FLV tag payload of {size} bytes exceeds the 24-bit DataSize")
+    if size > _MAX_DATA_SIZE:
+        raise FlvError(f"FLV tag payload of {size} bytes exceeds the 24-bit DataSize")
+    if tag_type not in _TAG_TYPES:
         raise FlvError(f"unknown FLV tag type {tag_type}")
     ts = timestamp & 0xFFFFFFFF
     return b"".join(
@@ -229,9 +230,7 @@ class FlvReader:
         11 + DataSize, which catches a desynchronised stream early.
     """
 
-    def __init__(
-        self, max_tag_size: int = DEFAULT_MAX_TAG_SIZE, check_previous_size: bool = True
-    ) -> None:
+    def __init__(self, max_tag_size: int = DEFAULT_MAX_TAG_SIZE, check_previous_size: bool = True) -> None:
         self._max_tag_size = max_tag_size
         self._check_previous_size = check_previous_size
         self._buffer = bytearray()
@@ -271,16 +270,11 @@ class FlvReader:
             while end - pos >= _TAG_HEADER_SIZE:
                 first = buf[pos]
                 if first & 0x20:
-                    raise FlvError(
-                        f"encrypted FLV tag (Filter bit set) at buffer offset {pos} is unsupported"
-                    )
+                    raise FlvError(f"encrypted FLV tag (Filter bit set) at buffer offset {pos} is unsupported")
                 tag_type = first & 0x1F
                 size = int.from_bytes(view[pos + 1 : pos + 4], "big")
                 if size > self._max_tag_size:
-                    raise FlvError(
-                        f"FLV tag type {tag_type} of {size} bytes exceeds the limit of "
-                        f"{self._max_tag_size}"
-                    )
+                    raise FlvError(f"FLV tag type {tag_type} of {size} bytes exceeds the limit of {self._max_tag_size}")
                 total = _TAG_HEADER_SIZE + size + 4
                 if end - pos < total:
                     break
@@ -348,9 +342,7 @@ def parse_video(payload: bytes) -> VideoPacket:
     if not _FRAME_KEY <= frame_type <= _FRAME_GENERATED_KEY:
         raise FlvError(f"reserved video frame type {frame_type}")
     if len(payload) < 5:
-        raise FlvError(
-            f"{codec.value} video tag truncated: {len(payload)} bytes, the header needs 5"
-        )
+        raise FlvError(f"{codec.value} video tag truncated: {len(payload)} bytes, the header needs 5")
     packet_type = payload[1]
     keyframe = frame_type in (_FRAME_KEY, _FRAME_GENERATED_KEY)
     if packet_type == 1:
@@ -390,10 +382,7 @@ def _parse_ex_video(payload: bytes, first: int) -> VideoPacket:
     keyframe = frame_type in (_FRAME_KEY, _FRAME_GENERATED_KEY)
     if packet_type == _PT_CODED_FRAMES:
         if len(payload) < 8:
-            raise FlvError(
-                f"enhanced {codec.value} CodedFrames truncated: {len(payload)} bytes, "
-                "the header needs 8"
-            )
+            raise FlvError(f"enhanced {codec.value} CodedFrames truncated: {len(payload)} bytes, the header needs 8")
         return VideoPacket(codec, keyframe, VideoKind.FRAME, _si24(payload, 5), payload[8:])
     if packet_type == _PT_CODED_FRAMES_X:
         return VideoPacket(codec, keyframe, VideoKind.FRAME, 0, payload[5:])
@@ -425,21 +414,17 @@ def build_video(codec: Codec, keyframe: bool, config: bool, cts: int, data: byte
         if not _SI24_MIN <= cts <= _SI24_MAX:
             raise FlvError(f"composition time {cts} ms does not fit a signed 24-bit field")
     if codec is Codec.H264:
-        return _LEGACY_VIDEO.pack(
-            (frame_type << 4) | _CODEC_ID_AVC, ((0 if config else 1) << 24) | (cts & 0xFFFFFF)
-        ) + data
+        return (
+            _LEGACY_VIDEO.pack((frame_type << 4) | _CODEC_ID_AVC, ((0 if config else 1) << 24) | (cts & 0xFFFFFF))
+            + data
+        )
     if codec is Codec.H265:
         if config:
             return _EX_VIDEO.pack(0x80 | (frame_type << 4) | _PT_SEQUENCE_START, b"hvc1") + data
         if cts == 0:
             return _EX_VIDEO.pack(0x80 | (frame_type << 4) | _PT_CODED_FRAMES_X, b"hvc1") + data
         cts24 = cts & 0xFFFFFF
-        return (
-            _EX_VIDEO_CTS.pack(
-                0x80 | (frame_type << 4) | _PT_CODED_FRAMES, b"hvc1", cts24 >> 8, cts24 & 0xFF
-            )
-            + data
-        )
+        return _EX_VIDEO_CTS.pack(0x80 | (frame_type << 4) | _PT_CODED_FRAMES, b"hvc1", cts24 >> 8, cts24 & 0xFF) + data
     raise FlvError(f"{codec.value} is not a video codec")
 
 

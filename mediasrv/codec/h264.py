@@ -139,9 +139,7 @@ def is_keyframe_avcc(data: bytes, length_size: int = 4) -> bool:
             raise BitstreamError(f"truncated NAL length field at offset {pos}")
         size = int.from_bytes(data[pos:body], "big")
         if body + size > total:
-            raise BitstreamError(
-                f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain"
-            )
+            raise BitstreamError(f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain")
         if size and data[body] & 0x1F == NAL_IDR:
             return True
         pos = body + size
@@ -201,10 +199,7 @@ def _read_nal_array(record: bytes, pos: int, count: int, what: str) -> tuple[lis
         (size,) = _U16.unpack_from(record, pos)
         pos += 2
         if pos + size > len(record):
-            raise H264Error(
-                f"avcC truncated in {what} {i}: {size} bytes declared, "
-                f"{len(record) - pos} remain"
-            )
+            raise H264Error(f"avcC truncated in {what} {i}: {size} bytes declared, {len(record) - pos} remain")
         nals.append(record[pos : pos + size])
         pos += size
     return nals, pos

@@ -159,9 +159,7 @@ def is_keyframe_hvcc(data: bytes, length_size: int = 4) -> bool:
             raise BitstreamError(f"truncated NAL length field at offset {pos}")
         size = int.from_bytes(data[pos:body], "big")
         if body + size > total:
-            raise BitstreamError(
-                f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain"
-            )
+            raise BitstreamError(f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain")
         if size and _IRAP_FIRST <= (data[body] >> 1) & 0x3F <= _IRAP_LAST:
             return True
         pos = body + size
@@ -174,9 +172,7 @@ def parse_hevc_config(record: bytes) -> HevcConfig:
     :raises H265Error: wrong version, reserved length size, or truncation.
     """
     if len(record) < _HVCC_HEADER_SIZE:
-        raise H265Error(
-            f"hvcC truncated: {len(record)} bytes, the fixed part needs {_HVCC_HEADER_SIZE}"
-        )
+        raise H265Error(f"hvcC truncated: {len(record)} bytes, the fixed part needs {_HVCC_HEADER_SIZE}")
     if record[0] != 1:
         raise H265Error(f"hvcC configurationVersion is {record[0]}, expected 1")
     length_size = (record[21] & 0x03) + 1
@@ -193,8 +189,7 @@ def parse_hevc_config(record: bytes) -> HevcConfig:
         for i in range(count):
             if pos + 2 > len(record):
                 raise H265Error(
-                    f"hvcC truncated in the length of NAL {i} of array {index} "
-                    f"(type {kind}) at offset {pos}"
+                    f"hvcC truncated in the length of NAL {i} of array {index} (type {kind}) at offset {pos}"
                 )
             (size,) = _U16.unpack_from(record, pos)
             pos += 2
@@ -257,8 +252,7 @@ def build_hevc_config(vps: list[bytes], sps: list[bytes], pps: list[bytes]) -> b
     info = parse_sps(sps[0])
     if info.bit_depth_luma > 15 or info.bit_depth_chroma > 15:
         raise H265Error(
-            f"bit depth {info.bit_depth_luma}/{info.bit_depth_chroma} does not fit the "
-            "hvcC 3-bit bitDepthMinus8 fields"
+            f"bit depth {info.bit_depth_luma}/{info.bit_depth_chroma} does not fit the hvcC 3-bit bitDepthMinus8 fields"
         )
     header = b"".join(
         (
@@ -334,7 +328,7 @@ def _parse_sps_rbsp(r: BitReader, rbsp: bytes) -> SpsInfo:
         sub_level_present.append(r.read_flag())
     if max_sub_layers > 1:
         r.skip_bits(2 * (9 - max_sub_layers))  # reserved_zero_2bits up to 8 entries
-    for profile_present, level_present in zip(sub_profile_present, sub_level_present):
+    for profile_present, level_present in zip(sub_profile_present, sub_level_present, strict=True):
         if profile_present:
             r.skip_bits(88)
         if level_present:

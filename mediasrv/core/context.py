@@ -4,33 +4,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mediasrv.config import Config
-from mediasrv.core.registry import StreamRegistry
+from mediasrv.core.registry import StreamNotFound, StreamRegistry
 from mediasrv.core.sessions import SessionInfo, SessionTable
 from mediasrv.core.stream import Stream
+from mediasrv.hooks.client import HookClient
 from mediasrv.hooks.model import AccessRequest, AllowAll, Decision, Gate
+from mediasrv.hooks.outbox import Outbox
+from mediasrv.hooks.service import HookService
+
+log = Logger()
 
 
 @dataclass
 class Core:
+    """The collaborators of every protocol.  ``hooks`` is the HookService: the
+    gate (``authorize``) and the listener that turns session and stream life
+    cycles into hook events; built by :meth:`build` without an HTTP client
+    (every gate allows) unless the server gives it one."""
+
     config: Config
     clock: IReactorTime
     registry: StreamRegistry
     sessions: SessionTable
     gate: Gate = field(default_factory=AllowAll)
+    hooks: HookService = field(init=False)
+    # output schemas the server offers, for on_stream_changed (rtmp, rtsp, hls)
+    schemas: list[str] = field(default_factory=lambda: ["rtmp"])
 
     @classmethod
-    def build(cls, config: Config, clock: IReactorTime) -> Core:
+    def build(cls, config: Config, clock: IReactorTime, client: HookClient | None = None,
+              outbox: Outbox | None = None) -> Core:
         registry = StreamRegistry(
             clock,
             continue_push_ms=config.protocol.continue_push_ms,
             max_gop_bytes=config.general.maxGopCacheBytes,
             enable_vhost=config.general.enableVhost,
         )
-        return cls(config, clock, registry, SessionTable())
+        core = cls(config, clock, registry, SessionTable())
+        core.hooks = HookService(core, client, outbox)
+        core.gate = core.hooks
+        return core
 
     def at_capacity(self) -> bool:
         return len(self.sessions) >= self.config.general.maxConnections
@@ -40,11 +61,35 @@ class AccessDenied(Exception):
     """The gate said no; ``str`` is the backend's reason."""
 
 
-def _play_allowed(decision: Decision, core: Core, request: AccessRequest) -> defer.Deferred[Stream]:
+def _play_allowed(decision: Decision, core: Core, request: AccessRequest) -> Stream | defer.Deferred[Stream]:
     if not decision.allowed:
         raise AccessDenied(decision.reason or "play denied")
     key = core.registry.key(request.vhost, request.app, request.stream)
-    return core.registry.wait_for(key, core.config.general.maxStreamWaitMS / 1000.0)
+    found = core.registry.find(key)
+    if found is not None:
+        return found
+    # Missing: wait for it, and ask on_stream_not_found meanwhile; its
+    # close:true fails the waiting player at once (ZLMediaKit semantics).
+    wait = core.registry.wait_for(key, core.config.general.maxStreamWaitMS / 1000.0)
+    closed_by_hook = []
+
+    def not_found_reply(close: bool) -> None:
+        if close and not wait.called:
+            closed_by_hook.append(True)
+            wait.cancel()
+
+    asked = core.hooks.stream_not_found(request)
+    asked.addCallback(not_found_reply)
+    asked.addErrback(lambda f: None if f.check(defer.CancelledError) else log.failure("on_stream_not_found", f))
+
+    def finished(result: Any) -> Any:
+        if not asked.called:
+            asked.cancel()
+        if closed_by_hook and isinstance(result, Failure) and result.check(defer.CancelledError):
+            return Failure(StreamNotFound(f"{key}: on_stream_not_found said close"))
+        return result
+
+    return wait.addBoth(finished)
 
 
 def _publish_allowed(decision: Decision, core: Core, request: AccessRequest, publisher: SessionInfo) -> Stream:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -26,6 +26,7 @@ class StreamNotFound(Exception):
 class StreamListener(Protocol):
     def stream_registered(self, stream: Stream) -> None: ...
     def stream_unregistered(self, stream: Stream) -> None: ...
+    def stream_readers_changed(self, stream: Stream) -> None: ...
 
 
 class StreamRegistry:
@@ -74,8 +75,10 @@ class StreamRegistry:
             existing.publisher_returned()
             log.info("stream {key} resumed by session {sid}", key=str(key), sid=publisher.id)
             return existing
-        stream = Stream(key, self.clock.seconds(), self.max_gop_bytes, on_ready=self._ready)
+        stream = Stream(key, self.clock.seconds(), self.max_gop_bytes, on_ready=self._ready,
+                        on_readers_changed=self._readers_changed)
         stream.publisher = publisher
+        stream.params = publisher.params
         self._streams[key] = stream
         return stream
 
@@ -111,6 +114,11 @@ class StreamRegistry:
         if publisher is not None:
             publisher.kick(reason)
         return True
+
+    def _readers_changed(self, stream: Stream) -> None:
+        if stream.ready and not stream.closed:
+            for listener in self._listeners:
+                listener.stream_readers_changed(stream)
 
     def _ready(self, stream: Stream) -> None:
         for listener in self._listeners:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from mediasrv.core.frames import MediaFrame, Track, TrackKind
@@ -73,8 +74,11 @@ class Stream:
         now: float,
         max_gop_bytes: int,
         on_ready: Callable[[Stream], None] = lambda s: None,
+        on_readers_changed: Callable[[Stream], None] = lambda s: None,
     ) -> None:
         self.key = key
+        self.id = secrets.token_hex(4)
+        self.params = ""
         self.created = now
         self.tracks: dict[TrackKind, Track] = {}
         self.metadata: dict[str, Any] = {}
@@ -87,6 +91,7 @@ class Stream:
         self.frames_in = 0
         self.bytes_in = 0
         self._on_ready = on_ready
+        self._on_readers_changed = on_readers_changed
         self._last_dts = 0
         self._ts_offset = 0
         self._rebase_pending = False
@@ -139,12 +144,14 @@ class Stream:
         reader.attached(self)
         for frame in self.gop.frames:
             reader.push(frame)
+        self._on_readers_changed(self)
 
     def remove_reader(self, reader: StreamReader) -> None:
         try:
             self.readers.remove(reader)
         except ValueError:
-            pass
+            return
+        self._on_readers_changed(self)
 
     def close(self, reason: str) -> None:
         """End the stream for every reader."""

@@ -13,8 +13,10 @@ Interoperability decisions (the spec is ambiguous or widely ignored here):
   whose header used one; a few encoders do not.  On a type 3 chunk that
   *starts* a message we always read it (as SRS does); on a *continuation*
   chunk we consume the 4 bytes only if they equal the value from the
-  message's header, and otherwise treat them as payload.  Our encoders always
-  repeat it.
+  message's header, and otherwise treat them as payload.  While fewer than 4
+  bytes have arrived we decide as soon as they stop matching that value, so
+  a short final chunk from such an encoder does not stall the message.  Our
+  encoders always repeat it.
 * A type 3 chunk that starts a new message re-uses the previous delta; after
   a type 0 header that delta is the type 0 timestamp itself (section
   5.3.1.2.4, and what ffmpeg and SRS implement).
@@ -145,9 +147,7 @@ class ChunkReader:
         if max_message_size < 0:
             raise ValueError(f"max_message_size must be >= 0, not {max_message_size}")
         if max_chunk_streams < 1:
-            raise ValueError(
-                f"max_chunk_streams must be >= 1, not {max_chunk_streams}"
-            )
+            raise ValueError(f"max_chunk_streams must be >= 1, not {max_chunk_streams}")
         self.max_message_size = max_message_size
         self.max_chunk_streams = max_chunk_streams
         self.chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -222,9 +222,7 @@ class ChunkReader:
                 self._complete(cs, payload, out)
         return out
 
-    def _read_header(
-        self, data: bytes, pos: int, end: int, out: list[RtmpMessage]
-    ) -> int:
+    def _read_header(self, data: bytes, pos: int, end: int, out: list[RtmpMessage]) -> int:
         """Parse one chunk header at ``pos``; return the offset after it, or
         -1 if ``data`` ends inside it (nothing is changed in that case)."""
         b0 = data[pos]
@@ -246,14 +244,10 @@ class ChunkReader:
         cs = self._streams.get(csid)
         if cs is None:
             if fmt != 0:
-                raise ChunkError(
-                    f"fmt {fmt} chunk on chunk stream {csid}, which has had no"
-                    " fmt 0 header"
-                )
+                raise ChunkError(f"fmt {fmt} chunk on chunk stream {csid}, which has had no fmt 0 header")
             if len(self._streams) >= self.max_chunk_streams:
                 raise ChunkError(
-                    f"chunk stream {csid} would exceed the limit of"
-                    f" {self.max_chunk_streams} chunk streams"
+                    f"chunk stream {csid} would exceed the limit of {self.max_chunk_streams} chunk streams"
                 )
         elif fmt != 3 and cs.in_progress:
             raise ChunkError(
@@ -266,10 +260,12 @@ class ChunkReader:
             assert cs is not None
             if cs.in_progress:
                 if cs.extended:
-                    if end - pos < 4:
-                        return -1
-                    if _U32.unpack_from(data, pos)[0] == cs.ext_value:
-                        pos += 4
+                    avail = end - pos
+                    if avail >= 4:
+                        if _U32.unpack_from(data, pos)[0] == cs.ext_value:
+                            pos += 4
+                    elif data[pos:end] == _U32.pack(cs.ext_value)[:avail]:
+                        return -1  # could still be the repeated field
                 self._current = cs
                 left = cs.length - cs.received
                 self._chunk_left = left if left < self.chunk_size else self.chunk_size
@@ -286,17 +282,13 @@ class ChunkReader:
             if fmt == 0:
                 if end - pos < 11:
                     return -1
-                ts_hi, ts_lo, len_hi, len_lo, type_id = _TS_LEN_TYPE.unpack_from(
-                    data, pos
-                )
+                ts_hi, ts_lo, len_hi, len_lo, type_id = _TS_LEN_TYPE.unpack_from(data, pos)
                 stream_id = _LE32.unpack_from(data, pos + 7)[0]
                 pos += 11
             elif fmt == 1:
                 if end - pos < 7:
                     return -1
-                ts_hi, ts_lo, len_hi, len_lo, type_id = _TS_LEN_TYPE.unpack_from(
-                    data, pos
-                )
+                ts_hi, ts_lo, len_hi, len_lo, type_id = _TS_LEN_TYPE.unpack_from(data, pos)
                 pos += 7
             else:
                 if end - pos < 3:
@@ -351,9 +343,7 @@ class ChunkReader:
             self.chunk_size = _parse_chunk_size(payload)
         elif cs.type_id == _MSG_ABORT:
             if len(payload) < 4:
-                raise ChunkError(
-                    f"Abort Message payload of {len(payload)} bytes, expected 4"
-                )
+                raise ChunkError(f"Abort Message payload of {len(payload)} bytes, expected 4")
             target = self._streams.get(_U32.unpack_from(payload)[0])
             if target is not None and target.in_progress:
                 target.in_progress = False
@@ -364,9 +354,7 @@ class ChunkReader:
 def _parse_chunk_size(payload: bytes) -> int:
     """Validate a Set Chunk Size payload (section 5.4.1)."""
     if len(payload) < 4:
-        raise ChunkError(
-            f"Set Chunk Size payload of {len(payload)} bytes, expected 4"
-        )
+        raise ChunkError(f"Set Chunk Size payload of {len(payload)} bytes, expected 4")
     size: int = _U32.unpack_from(payload)[0]
     if size == 0 or size > MAX_CHUNK_SIZE:
         raise ChunkError(f"invalid chunk size {size}")
@@ -388,9 +376,7 @@ def _basic_header(fmt: int, csid: int) -> bytes:
     return bytes(((fmt << 6) | 1, n & 0xFF, n >> 8))
 
 
-def _check_message(
-    csid: int, type_id: int, stream_id: int, length: int, chunk_size: int
-) -> None:
+def _check_message(csid: int, type_id: int, stream_id: int, length: int, chunk_size: int) -> None:
     if not MIN_CSID <= csid <= MAX_CSID:
         raise ValueError(f"chunk stream id {csid} outside {MIN_CSID}..{MAX_CSID}")
     if not 0 <= type_id <= 0xFF:
@@ -398,17 +384,12 @@ def _check_message(
     if not 0 <= stream_id <= 0xFFFFFFFF:
         raise ValueError(f"message stream id {stream_id} outside 0..2**32-1")
     if length > MAX_MESSAGE_LENGTH:
-        raise ValueError(
-            f"payload of {length} bytes exceeds the RTMP maximum of"
-            f" {MAX_MESSAGE_LENGTH}"
-        )
+        raise ValueError(f"payload of {length} bytes exceeds the RTMP maximum of {MAX_MESSAGE_LENGTH}")
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk size {chunk_size} outside 1..{MAX_CHUNK_SIZE}")
 
 
-def _chunk_payload(
-    header: bytes, continuation: bytes, payload: bytes, chunk_size: int
-) -> bytes:
+def _chunk_payload(header: bytes, continuation: bytes, payload: bytes, chunk_size: int) -> bytes:
     length = len(payload)
     if length <= chunk_size:
         return header + payload
@@ -455,9 +436,7 @@ def encode_message(
         header = b"".join(
             (
                 _basic_header(0, csid),
-                _TS_LEN_TYPE.pack(
-                    ts >> 16, ts & 0xFFFF, length >> 16, length & 0xFFFF, type_id
-                ),
+                _TS_LEN_TYPE.pack(ts >> 16, ts & 0xFFFF, length >> 16, length & 0xFFFF, type_id),
                 _LE32.pack(stream_id),
             )
         )
@@ -468,9 +447,7 @@ def encode_message(
 class _OutStream:
     __slots__ = ("stream_id", "type_id", "length", "timestamp", "delta", "fmt")
 
-    def __init__(
-        self, stream_id: int, type_id: int, length: int, timestamp: int, delta: int
-    ) -> None:
+    def __init__(self, stream_id: int, type_id: int, length: int, timestamp: int, delta: int) -> None:
         self.stream_id = stream_id
         self.type_id = type_id
         self.length = length
@@ -521,9 +498,7 @@ class ChunkWriter:
         self.chunk_size = size
         return data
 
-    def encode(
-        self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes
-    ) -> bytes:
+    def encode(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
         """Chunk one message, compressing its header against the previous
         message on ``csid``."""
         length = len(payload)
@@ -541,9 +516,7 @@ class ChunkWriter:
             if delta == st.delta and (st.fmt != 0 or delta == 0):
                 header = continuation
             else:
-                header = _basic_header(2, csid) + _TS_ONLY.pack(
-                    delta >> 16, delta & 0xFFFF
-                )
+                header = _basic_header(2, csid) + _TS_ONLY.pack(delta >> 16, delta & 0xFFFF)
                 st.fmt = 2
         else:
             header = _basic_header(1, csid) + _TS_LEN_TYPE.pack(
@@ -556,9 +529,7 @@ class ChunkWriter:
         st.delta = delta
         return _chunk_payload(header, continuation, payload, chunk_size)
 
-    def _full(
-        self, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes
-    ) -> bytes:
+    def _full(self, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes) -> bytes:
         data = encode_message(csid, type_id, stream_id, ts, payload, self.chunk_size)
         if ts >= _EXTENDED:
             # Never compress against an extended-timestamp header.

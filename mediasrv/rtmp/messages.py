@@ -143,9 +143,7 @@ def window_ack_size(n: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     return _control(WINDOW_ACK_SIZE, _u32("window size", n), chunk_size)
 
 
-def set_peer_bandwidth(
-    n: int, limit_type: int = LIMIT_DYNAMIC, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> bytes:
+def set_peer_bandwidth(n: int, limit_type: int = LIMIT_DYNAMIC, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     """Set Peer Bandwidth (type 6, section 5.4.5); ``limit_type`` 0 hard,
     1 soft, 2 dynamic."""
     if limit_type not in (LIMIT_HARD, LIMIT_SOFT, LIMIT_DYNAMIC):
@@ -161,16 +159,12 @@ def acknowledgement(seq: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     return _control(ACK, _U32.pack(seq & _U32_MAX), chunk_size)
 
 
-def user_control(
-    event: int, *values: int, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> bytes:
+def user_control(event: int, *values: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     """User Control Message (type 4, section 6.2 / 7.1.7): a 16-bit event
     type followed by its 32-bit values, on chunk stream 2, message stream 0."""
     if not 0 <= event <= 0xFFFF:
         raise ValueError(f"user control event type {event} outside 0..65535")
-    payload = _U16.pack(event) + b"".join(
-        _u32("user control value", v) for v in values
-    )
+    payload = _U16.pack(event) + b"".join(_u32("user control value", v) for v in values)
     return _control(USER_CONTROL, payload, chunk_size)
 
 
@@ -189,18 +183,12 @@ def stream_dry(stream_id: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes
     return user_control(STREAM_DRY, stream_id, chunk_size=chunk_size)
 
 
-def set_buffer_length(
-    stream_id: int, milliseconds: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> bytes:
+def set_buffer_length(stream_id: int, milliseconds: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     """SetBufferLength (event 3): normally client to server."""
-    return user_control(
-        SET_BUFFER_LENGTH, stream_id, milliseconds, chunk_size=chunk_size
-    )
+    return user_control(SET_BUFFER_LENGTH, stream_id, milliseconds, chunk_size=chunk_size)
 
 
-def stream_is_recorded(
-    stream_id: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> bytes:
+def stream_is_recorded(stream_id: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     """StreamIsRecorded (event 4)."""
     return user_control(STREAM_IS_RECORDED, stream_id, chunk_size=chunk_size)
 
@@ -271,9 +259,7 @@ def parse_u32(payload: bytes) -> int:
     Acknowledgement, Window Acknowledgement Size or Set Peer Bandwidth
     payload (section 5.4).  Trailing bytes are ignored."""
     if len(payload) < 4:
-        raise ChunkError(
-            f"control message payload of {len(payload)} bytes, expected at least 4"
-        )
+        raise ChunkError(f"control message payload of {len(payload)} bytes, expected at least 4")
     value: int = _U32.unpack_from(payload)[0]
     return value
 
@@ -281,9 +267,7 @@ def parse_u32(payload: bytes) -> int:
 def parse_peer_bandwidth(payload: bytes) -> tuple[int, int]:
     """Set Peer Bandwidth (section 5.4.5): ``(window size, limit type)``."""
     if len(payload) < 5:
-        raise ChunkError(
-            f"Set Peer Bandwidth payload of {len(payload)} bytes, expected 5"
-        )
+        raise ChunkError(f"Set Peer Bandwidth payload of {len(payload)} bytes, expected 5")
     return _U32.unpack_from(payload)[0], payload[4]
 
 
@@ -296,16 +280,13 @@ def parse_user_control(payload: bytes) -> tuple[int, list[int]]:
     vendor events (e.g. SWF verification) a server can simply ignore.
     """
     if len(payload) < 2:
-        raise ChunkError(
-            f"user control payload of {len(payload)} bytes, expected at least 2"
-        )
+        raise ChunkError(f"user control payload of {len(payload)} bytes, expected at least 2")
     event: int = _U16.unpack_from(payload)[0]
     count = (len(payload) - 2) // 4
     needed = _USER_CONTROL_ARGS.get(event, 0)
     if count < needed:
         raise ChunkError(
-            f"user control event {event} payload of {len(payload)} bytes,"
-            f" expected at least {2 + 4 * needed}"
+            f"user control event {event} payload of {len(payload)} bytes, expected at least {2 + 4 * needed}"
         )
     values = list(struct.unpack_from(f">{count}I", payload, 2))
     return event, values
@@ -331,28 +312,18 @@ def parse_command(msg: RtmpMessage) -> Command:
     wrong type raise :class:`AmfError`.
     """
     if msg.type_id not in (COMMAND_AMF0, COMMAND_AMF3):
-        raise ChunkError(
-            f"message type {msg.type_id} is not a command message (20 or 17)"
-        )
+        raise ChunkError(f"message type {msg.type_id} is not a command message (20 or 17)")
     values = amf0.decode_all(_amf_body(msg))
     if not values:
         raise AmfError(f"empty RTMP command message (type {msg.type_id})")
     name = values[0]
     if not isinstance(name, str):
-        raise AmfError(
-            f"RTMP command name is {type(name).__name__}, not a string"
-        )
+        raise AmfError(f"RTMP command name is {type(name).__name__}, not a string")
     transaction_id = 0.0
     if len(values) > 1:
         tid = values[1]
-        if (
-            isinstance(tid, bool)
-            or not isinstance(tid, (int, float))
-            or not math.isfinite(tid)
-        ):
-            raise AmfError(
-                f"RTMP command {name!r} transaction id is {tid!r}, not a number"
-            )
+        if isinstance(tid, bool) or not isinstance(tid, (int, float)) or not math.isfinite(tid):
+            raise AmfError(f"RTMP command {name!r} transaction id is {tid!r}, not a number")
         transaction_id = float(tid)
     command_object = values[2] if len(values) > 2 else None
     return Command(name, transaction_id, command_object, values[3:])
@@ -368,9 +339,7 @@ def parse_data(msg: RtmpMessage) -> tuple[str, list[Any]]:
     the codec's.
     """
     if msg.type_id not in (DATA_AMF0, DATA_AMF3):
-        raise ChunkError(
-            f"message type {msg.type_id} is not a data message (18 or 15)"
-        )
+        raise ChunkError(f"message type {msg.type_id} is not a data message (18 or 15)")
     values = amf0.decode_all(_amf_body(msg))
     if not values:
         raise AmfError(f"empty RTMP data message (type {msg.type_id})")
@@ -380,7 +349,7 @@ def parse_data(msg: RtmpMessage) -> tuple[str, list[Any]]:
     return name, values[1:]
 
 
-_AGGREGATE_HEADER = struct.Struct(">BHBHBB")  # type, size(3), ts(3), ts_ext
+_AGGREGATE_HEADER = struct.Struct(">BBHBHB")  # type, size(3), ts(3), ts_ext
 
 
 def split_aggregate(msg: RtmpMessage) -> list[RtmpMessage]:
@@ -405,21 +374,13 @@ def split_aggregate(msg: RtmpMessage) -> list[RtmpMessage]:
     out: list[RtmpMessage] = []
     while pos < end:
         if end - pos < 11:
-            raise ChunkError(
-                f"aggregate sub-message header truncated at offset {pos}"
-                f" ({end - pos} of 11 bytes)"
-            )
-        type_id, size_hi, size_lo, ts_hi, ts_lo, ts_ext = _AGGREGATE_HEADER.unpack_from(
-            payload, pos
-        )
+            raise ChunkError(f"aggregate sub-message header truncated at offset {pos} ({end - pos} of 11 bytes)")
+        type_id, size_hi, size_lo, ts_hi, ts_lo, ts_ext = _AGGREGATE_HEADER.unpack_from(payload, pos)
         size = (size_hi << 16) | size_lo
         body = pos + 11
         stop = body + size
         if stop > end:
-            raise ChunkError(
-                f"aggregate sub-message at offset {pos} claims {size} bytes,"
-                f" only {end - body} remain"
-            )
+            raise ChunkError(f"aggregate sub-message at offset {pos} claims {size} bytes, only {end - body} remain")
         if type_id == AGGREGATE:
             raise ChunkError(f"nested aggregate message at offset {pos}")
         ts = (ts_ext << 24) | (ts_hi << 16) | ts_lo
@@ -438,7 +399,5 @@ def split_aggregate(msg: RtmpMessage) -> list[RtmpMessage]:
         if pos > end:
             if stop == end:  # final back pointer omitted
                 break
-            raise ChunkError(
-                f"aggregate back pointer truncated at offset {stop}"
-            )
+            raise ChunkError(f"aggregate back pointer truncated at offset {stop}")
     return out

@@ -103,6 +103,7 @@ class RtmpServerProtocol(Protocol):
         self.closing = False
         self.last_activity = 0.0
         self._timer: IDelayedCall | None = None
+        self._abort_call: IDelayedCall | None = None
         self._warned_types: set[int] = set()
 
     # -- Twisted callbacks -------------------------------------------------------
@@ -144,11 +145,18 @@ class RtmpServerProtocol(Protocol):
                 self.write(m.acknowledgement(self.last_ack & 0xFFFFFFFF))
         except _BAD_INPUT as e:
             self.fail(f"{type(e).__name__}: {e}")
+        except Exception:
+            # A bug of ours, not the peer's: the traceback with the session id,
+            # and only this connection goes.
+            log.failure("rtmp session {sid}: internal error; closing", sid=self.session.id)
+            self._close(abort=True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closing = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        for call in (self._timer, self._abort_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._abort_call = None
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.cancel()
@@ -190,6 +198,8 @@ class RtmpServerProtocol(Protocol):
         self._close(abort=False)
 
     def kick(self, reason: str) -> None:
+        if self.closing:
+            return
         log.info("rtmp session {sid} kicked: {reason}", sid=self.session.id, reason=reason)
         self._stop_publishing(abrupt=False)
         self._close(abort=True)
@@ -201,11 +211,14 @@ class RtmpServerProtocol(Protocol):
         if abort:
             self.transport.abortConnection()  # type: ignore[attr-defined]
         else:
+            # A peer that never reads must not keep the socket forever.  Armed
+            # before loseConnection, which may call connectionLost (which
+            # cancels it) at once.
+            self._abort_call = self.core.clock.callLater(5, self._abort_if_open)
             self.transport.loseConnection()
-            # a peer that never reads must not keep the socket forever
-            self.core.clock.callLater(5, self._abort_if_open)
 
     def _abort_if_open(self) -> None:
+        self._abort_call = None
         if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
             self.transport.abortConnection()  # type: ignore[attr-defined]
 

@@ -143,7 +143,7 @@ def test_invalid_utf8_is_replaced() -> None:
 
 def test_reference_resolves_to_completed_object() -> None:
     # [ {a: null}, ref 1 ] : index 0 is the array, index 1 the object.
-    data = b"\x0a\x00\x00\x00\x02" b"\x03\x00\x01a\x05\x00\x00\x09" b"\x07\x00\x01"
+    data = b"\x0a\x00\x00\x00\x02\x03\x00\x01a\x05\x00\x00\x09\x07\x00\x01"
     (value,) = decode_all(data)
     assert value == [{"a": None}, {"a": None}]
     assert value[0] is value[1]
@@ -163,10 +163,13 @@ def test_reference_out_of_range_raises() -> None:
         decode_all(b"\x07\x00\x03")
 
 
-def test_references_do_not_leak_between_values() -> None:
-    # decode_all gives every top-level value its own reference table.
+def test_references_span_the_values_of_one_decode_all() -> None:
+    # One message body shares one reference table; decode_one starts afresh.
+    data = b"\x03\x00\x00\x09\x07\x00\x00"
+    first, second = decode_all(data)
+    assert first == {} and first is second
     with pytest.raises(AmfError, match="out of range"):
-        decode_all(b"\x03\x00\x00\x09\x07\x00\x00")
+        decode_one(data, 4)
 
 
 # -- malformed input --------------------------------------------------------
@@ -336,19 +339,15 @@ def test_encode_too_deep_and_cyclic() -> None:
 
 # -- round trip -------------------------------------------------------------
 
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.just(UNDEFINED)
-)
+_scalars = st.none() | st.booleans() | st.floats(allow_nan=False) | st.text() | st.just(UNDEFINED)
 _keys = st.text(min_size=1, max_size=10)
 _values = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(_keys, children, max_size=5)
-    | st.dictionaries(_keys, children, max_size=5).map(EcmaArray),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(_keys, children, max_size=5)
+        | st.dictionaries(_keys, children, max_size=5).map(EcmaArray)
+    ),
     max_leaves=25,
 )
 

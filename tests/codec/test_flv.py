@@ -87,9 +87,7 @@ def test_reader_parses_capture(capture: bytes, tags: list[FlvTag]) -> None:
 
 
 def test_capture_reencodes_byte_for_byte(capture: bytes, tags: list[FlvTag]) -> None:
-    rebuilt = flv.flv_header(True, True) + b"".join(
-        flv.encode_tag(t.tag_type, t.timestamp, t.payload) for t in tags
-    )
+    rebuilt = flv.flv_header(True, True) + b"".join(flv.encode_tag(t.tag_type, t.timestamp, t.payload) for t in tags)
     assert rebuilt == capture
 
 
@@ -276,9 +274,7 @@ def test_build_video_errors() -> None:
     cts=st.integers(min_value=-(1 << 23), max_value=(1 << 23) - 1),
     data=st.binary(max_size=64),
 )
-def test_build_parse_video_round_trip(
-    codec: Codec, keyframe: bool, config: bool, cts: int, data: bytes
-) -> None:
+def test_build_parse_video_round_trip(codec: Codec, keyframe: bool, config: bool, cts: int, data: bytes) -> None:
     p = flv.parse_video(flv.build_video(codec, keyframe, config, cts, data))
     assert p.codec is codec
     assert p.kind is (VideoKind.CONFIG if config else VideoKind.FRAME)

@@ -1,0 +1,464 @@
+"""RTMP load client: N simulated players in one process, light enough that the server is the bottleneck.
+
+One process, one raw ``select.epoll`` loop, non-blocking sockets; no asyncio, no threads.
+
+Per connection:
+
+1. TCP connect (non-blocking), then the plain RTMP handshake (C0+C1, S0+S1+S2, C2) with
+   :class:`mediasrv.rtmp.handshake.ClientHandshake`.
+2. ``connect(app=live)`` -> ``createStream`` -> ``play(stream)`` + SetBufferLength, parsing the server's
+   replies with :class:`mediasrv.rtmp.chunks.ChunkReader`.
+3. The chunk stream is parsed only until the first *coded frame* arrives (an audio/video message that is
+   not a sequence header / decoder config). That moment is the player's time to first media, measured from
+   the start of its TCP connect.
+4. From then on the connection is in *counting* mode: ``recv_into`` one shared buffer and add the length to
+   a per-connection counter. Nothing is parsed. An RTMP Acknowledgement (a 16-byte message) is written
+   each time the server's Window Acknowledgement Size (2,500,000 bytes) is crossed, as real players do.
+
+To keep the client's own CPU low while all players are counting, the loop sleeps between polls so that
+every poll drains ~``--tick-ms`` of data from every socket in one ``recv_into`` (instead of waking up once
+per frame per player). While some connection is still setting up, it does not sleep, so the time to first
+media is not inflated by the tick. Loopback socket buffers hold far more than one tick of a 2 Mbit/s
+stream, so the server never sees back-pressure caused by the tick.
+
+Measurement: connections are opened at ``--rate`` per second; once every connection has reached counting
+mode (or failed, or ``--setup-timeout`` passed), the client waits ``--settle`` seconds, then measures a
+window of ``--window`` seconds: bytes per player, and, with ``--server-pid``, the server's CPU time
+(user+sys) and RSS at both ends of the window (psutil). Its own CPU time is reported too, so a reader
+can see whether the client was the bottleneck. Results go to stdout (or ``--json FILE``) as one JSON
+document; timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC, comparable across processes on Linux).
+
+Standalone use (server and publisher already running)::
+
+    PYTHONPATH=. python bench/loadclient.py --url rtmp://127.0.0.1:1935/live/bench -n 100 --window 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import resource
+import select
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mediasrv.rtmp import messages as m  # noqa: E402
+from mediasrv.rtmp.chunks import DEFAULT_CHUNK_SIZE, ChunkReader, RtmpMessage  # noqa: E402
+from mediasrv.rtmp.handshake import ClientHandshake, HandshakeError  # noqa: E402
+
+HANDSHAKE_BYTES = 1 + 1536 + 1536  # S0+S1+S2
+DEFAULT_WINDOW_ACK = 2_500_000
+RECV_SIZE = 256 * 1024
+CSID_PLAY = 8  # ffmpeg sends play on chunk stream 8
+
+CONNECTING, HANDSHAKE, CONTROL, MEDIA, CLOSED = range(5)
+
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_EPOLLERR = select.EPOLLERR | select.EPOLLHUP
+
+
+def is_coded_frame(msg: RtmpMessage) -> bool:
+    """True for an audio/video message that carries a frame, not a sequence header (decoder config)."""
+    p = msg.payload
+    if len(p) < 2:
+        return False
+    if msg.type_id == m.VIDEO:
+        if p[0] & 0x80:  # enhanced RTMP: low nibble is the packet type; 1 = coded frames, 3 = coded frames X
+            return (p[0] & 0x0F) in (1, 3)
+        return (p[0] & 0x0F) != 7 or p[1] == 1  # AVC: AVCPacketType 1 = NALUs (0 = config, 2 = end of seq)
+    if msg.type_id == m.AUDIO:
+        return (p[0] >> 4) != 10 or p[1] == 1  # AAC: AACPacketType 1 = raw (0 = AudioSpecificConfig)
+    return False
+
+
+class Conn:
+    __slots__ = ("idx", "sock", "fd", "state", "hs", "reader", "t_start", "t_first_media", "rx", "last_ack",
+                 "window", "out", "error", "stream_id", "rx_at_close")
+
+    def __init__(self, idx: int) -> None:
+        self.idx = idx
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.state = CONNECTING
+        self.hs: ClientHandshake | None = None
+        self.reader: ChunkReader | None = None
+        self.t_start = 0.0
+        self.t_first_media = 0.0
+        self.rx = 0  # bytes received on the socket, handshake included
+        self.last_ack = 0  # chunk-stream bytes acknowledged so far
+        self.window = DEFAULT_WINDOW_ACK
+        self.out = b""  # unsent control bytes (practically always empty)
+        self.error = ""
+        self.stream_id = 0
+
+
+class LoadClient:
+    def __init__(self, host: str, port: int, app: str, stream: str, n: int, rate: float, tick: float,
+                 setup_timeout: float) -> None:
+        self.host, self.port, self.app, self.stream = host, port, app, stream
+        self.tc_url = f"rtmp://{host}:{port}/{app}"
+        self.n = n
+        self.rate = rate
+        self.tick = tick
+        self.setup_timeout = setup_timeout
+        self.ep = select.epoll(n + 16)
+        self.conns = [Conn(i) for i in range(n)]
+        self.by_fd: dict[int, Conn] = {}
+        self.opened = 0
+        self.in_setup = 0  # connections opened and not yet counting / closed
+        self.buf = bytearray(RECV_SIZE)
+        self.t_ramp0 = 0.0
+
+    # -- connection life cycle --------------------------------------------------
+    def open(self, c: Conn) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        c.t_start = time.monotonic()
+        err = s.connect_ex((self.host, self.port))
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            c.state, c.error = CLOSED, f"connect: {os.strerror(err)}"
+            return
+        c.sock, c.fd = s, s.fileno()
+        self.by_fd[c.fd] = c
+        self.in_setup += 1
+        self.ep.register(c.fd, _EPOLLOUT)
+
+    def close(self, c: Conn, why: str) -> None:
+        if c.state == CLOSED:
+            return
+        if c.state != MEDIA:
+            self.in_setup -= 1
+        c.state = CLOSED
+        c.error = c.error or why
+        if c.sock is not None:
+            try:
+                self.ep.unregister(c.fd)
+            except OSError:
+                pass
+            self.by_fd.pop(c.fd, None)
+            c.sock.close()
+            c.sock = None
+
+    def send(self, c: Conn, data: bytes) -> None:
+        data = c.out + data
+        try:
+            sent = c.sock.send(data)  # type: ignore[union-attr]
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            self.close(c, f"send: {e}")
+            return
+        c.out = data[sent:]
+        if c.out:
+            self.ep.modify(c.fd, _EPOLLIN | _EPOLLOUT)
+
+    def command(self, c: Conn, name: str, txn: float, obj: Any, *args: Any, stream_id: int = 0,
+                csid: int = m.CSID_COMMAND) -> bytes:
+        return m.command(name, txn, obj, *args, stream_id=stream_id, chunk_size=DEFAULT_CHUNK_SIZE, csid=csid)
+
+    # -- events during set-up ------------------------------------------------------
+    def on_setup_event(self, c: Conn, ev: int, now: float) -> None:
+        if c.state == CONNECTING:
+            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+            if err:
+                self.close(c, f"connect: {os.strerror(err)}")
+                return
+            c.state = HANDSHAKE
+            c.hs = ClientHandshake()
+            self.ep.modify(c.fd, _EPOLLIN)
+            self.send(c, c.hs.initial_bytes())
+            return
+        if ev & _EPOLLOUT and c.out:
+            self.send(c, b"")
+            if not c.out and c.state != CLOSED:
+                self.ep.modify(c.fd, _EPOLLIN)
+        if not ev & (_EPOLLIN | _EPOLLERR):
+            return
+        try:
+            data = c.sock.recv(RECV_SIZE)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self.close(c, f"recv: {e}")
+            return
+        if not data:
+            self.close(c, "closed by server during set-up")
+            return
+        c.rx += len(data)
+        try:
+            if c.state == HANDSHAKE:
+                hs = c.hs
+                assert hs is not None
+                hs.receive_data(data)
+                out = hs.data_to_send()
+                if not hs.complete:
+                    if out:
+                        self.send(c, out)
+                    return
+                connect = self.command(c, "connect", 1, {
+                    "app": self.app, "flashVer": "LNX 9,0,124,2", "tcUrl": self.tc_url, "fpad": False,
+                    "capabilities": 15.0, "audioCodecs": 4071.0, "videoCodecs": 252.0, "videoFunction": 1.0})
+                self.send(c, out + connect)
+                c.state = CONTROL
+                c.hs = None
+                c.reader = ChunkReader()
+                data = hs.leftover
+                if not data:
+                    return
+            self.on_messages(c, c.reader.feed(data), now)  # type: ignore[union-attr]
+        except (HandshakeError, ValueError) as e:
+            self.close(c, f"{type(e).__name__}: {e}")
+
+    def on_messages(self, c: Conn, msgs: list[RtmpMessage], now: float) -> None:
+        for msg in msgs:
+            t = msg.type_id
+            if t == m.VIDEO or t == m.AUDIO:
+                if is_coded_frame(msg):
+                    c.t_first_media = now
+                    c.state = MEDIA
+                    c.last_ack = 0
+                    self.in_setup -= 1
+                    c.reader = None  # from here on: count bytes only
+                    self.ack_if_due(c)
+                    return
+            elif t == m.WINDOW_ACK_SIZE:
+                c.window = m.parse_u32(msg.payload) or DEFAULT_WINDOW_ACK
+            elif t == m.COMMAND_AMF0:
+                cmd = m.parse_command(msg)
+                if cmd.name == "_result" and cmd.transaction_id == 1:
+                    self.send(c, self.command(c, "createStream", 2, None))
+                elif cmd.name == "_result" and cmd.transaction_id == 2:
+                    c.stream_id = int(cmd.args[0]) if cmd.args else 1
+                    self.send(c, m.set_buffer_length(c.stream_id, 3000)
+                              + self.command(c, "play", 0, None, self.stream, -2000.0, stream_id=c.stream_id,
+                                             csid=CSID_PLAY))
+                elif cmd.name == "_error" or (cmd.name == "onStatus" and cmd.args and isinstance(cmd.args[0], dict)
+                                              and cmd.args[0].get("level") == "error"):
+                    info = cmd.args[0] if cmd.args else {}
+                    code = info.get("code", "") if isinstance(info, dict) else ""
+                    self.close(c, f"{cmd.name} {code}".strip())
+                    return
+            elif t == m.USER_CONTROL:
+                event, values = m.parse_user_control(msg.payload)
+                if event == m.PING_REQUEST and values:
+                    self.send(c, m.ping_response(values[0]))
+
+    def ack_if_due(self, c: Conn) -> None:
+        seq = c.rx - HANDSHAKE_BYTES  # bytes of the chunk stream, as the server's own ChunkReader counts
+        if seq - c.last_ack >= c.window:
+            c.last_ack = seq
+            try:
+                c.sock.send(m.acknowledgement(seq))  # type: ignore[union-attr]  # 16 bytes; never partial
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                self.close(c, f"send: {e}")
+
+    # -- the loop -------------------------------------------------------------------
+    def run_until(self, deadline: float, stop_when_ready: bool = False) -> None:
+        """Run the loop until ``deadline`` (monotonic), opening connections at ``rate``."""
+        buf = self.buf
+        by_fd = self.by_fd
+        poll = self.ep.poll
+        tick = self.tick
+        next_tick = time.monotonic()
+        next_timeout_check = next_tick + 0.5
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            # open connections at the configured rate
+            while self.opened < self.n and now >= self.t_ramp0 + self.opened / self.rate:
+                self.open(self.conns[self.opened])
+                self.opened += 1
+            if stop_when_ready and self.opened == self.n and self.in_setup == 0:
+                return
+            if self.in_setup:
+                timeout = 0.005 if self.opened < self.n else 0.05
+                if now >= next_timeout_check:
+                    next_timeout_check = now + 0.5
+                    for c in self.conns[: self.opened]:
+                        if c.state not in (MEDIA, CLOSED) and now - c.t_start > self.setup_timeout:
+                            self.close(c, "set-up timeout")
+            else:
+                # everyone counts: sleep so one poll drains a whole tick of data from every socket
+                next_tick += tick
+                if next_tick > now:
+                    time.sleep(min(next_tick, deadline) - now)
+                else:
+                    next_tick = now
+                timeout = 0
+            for fd, ev in poll(timeout):
+                c = by_fd.get(fd)
+                if c is None:
+                    continue
+                if c.state == MEDIA:
+                    try:
+                        n = c.sock.recv_into(buf)  # type: ignore[union-attr]
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        self.close(c, f"recv: {e}")
+                        continue
+                    if n == 0:
+                        self.close(c, "closed by server")
+                        continue
+                    c.rx += n
+                    if c.rx - HANDSHAKE_BYTES - c.last_ack >= c.window:
+                        self.ack_if_due(c)
+                else:
+                    self.on_setup_event(c, ev, time.monotonic())
+
+
+def sample_process(pid: int | None) -> dict[str, float] | None:
+    if pid is None:
+        return None
+    import psutil
+
+    p = psutil.Process(pid)
+    with p.oneshot():
+        ct = p.cpu_times()
+        mi = p.memory_info()
+        return {"cpu": ct.user + ct.system, "user": ct.user, "sys": ct.system, "rss": mi.rss,
+                "fds": p.num_fds(), "t": time.monotonic()}
+
+
+def sample_system() -> dict[str, float]:
+    """Machine-wide CPU seconds (all cores), to see what else ran during the window."""
+    import psutil
+
+    ct = psutil.cpu_times()
+    idle = ct.idle + getattr(ct, "iowait", 0.0)
+    total = sum(ct)
+    return {"busy": total - idle, "total": total, "steal": getattr(ct, "steal", 0.0), "t": time.monotonic()}
+
+
+def own_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def raise_nofile(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 64:
+        raise SystemExit(f"loadclient: RLIMIT_NOFILE is {soft}, need at least {n + 64} for {n} players")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", default="rtmp://127.0.0.1:1935/live/bench", help="rtmp://host:port/app/stream")
+    ap.add_argument("-n", "--players", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=200.0, help="new connections per second (default 200)")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds between all-connected and the window")
+    ap.add_argument("--window", type=float, default=20.0, help="measuring window, seconds")
+    ap.add_argument("--tick-ms", type=float, default=20.0, help="poll period once all players count bytes")
+    ap.add_argument("--setup-timeout", type=float, default=30.0, help="seconds a player may take to first media")
+    ap.add_argument("--server-pid", type=int, help="sample this pid's CPU time and RSS at the window's ends")
+    ap.add_argument("--publisher-pid", type=int, help="sample this pid's CPU time at the window's ends")
+    ap.add_argument("--json", help="write the result here instead of stdout")
+    args = ap.parse_args(argv)
+
+    u = urlsplit(args.url)
+    parts = u.path.strip("/").split("/")
+    if u.scheme != "rtmp" or len(parts) != 2 or not u.hostname:
+        ap.error("--url must be rtmp://host:port/app/stream")
+    raise_nofile(args.players)
+
+    lc = LoadClient(u.hostname, u.port or 1935, parts[0], parts[1], args.players, args.rate, args.tick_ms / 1000,
+                    args.setup_timeout)
+    cpu_start = own_cpu()
+    lc.t_ramp0 = t_ramp0 = time.monotonic()
+    ramp_deadline = t_ramp0 + args.players / args.rate + args.setup_timeout + 1
+    lc.run_until(ramp_deadline, stop_when_ready=True)
+    t_ready = time.monotonic()
+    for c in lc.conns:  # whoever is still not counting has failed
+        if c.sock is None and c.state == CONNECTING:
+            c.state, c.error = CLOSED, "never opened"
+        elif c.state not in (MEDIA, CLOSED):
+            lc.close(c, "set-up timeout")
+    lc.run_until(t_ready + args.settle)
+
+    # -- measuring window --------------------------------------------------------
+    srv0 = sample_process(args.server_pid)
+    pub0 = sample_process(args.publisher_pid)
+    sys0 = sample_system() if args.server_pid else None
+    cpu0 = own_cpu()
+    t0 = time.monotonic()
+    rx0 = [c.rx for c in lc.conns]
+    lc.run_until(t0 + args.window)
+    t1 = time.monotonic()
+    rx1 = [c.rx for c in lc.conns]
+    cpu1 = own_cpu()
+    srv1 = sample_process(args.server_pid)
+    pub1 = sample_process(args.publisher_pid)
+    sys1 = sample_system() if args.server_pid else None
+    alive_end = sum(1 for c in lc.conns if c.state == MEDIA)
+
+    ttfm = [(c.t_first_media - c.t_start) * 1000 for c in lc.conns if c.t_first_media]
+    errors: dict[str, int] = {}
+    for c in lc.conns:
+        if c.error:
+            errors[c.error] = errors.get(c.error, 0) + 1
+    window_bytes = [b - a for a, b in zip(rx0, rx1)]
+    result = {
+        "url": args.url,
+        "players": args.players,
+        "rate": args.rate,
+        "tick_ms": args.tick_ms,
+        "ramp_s": t_ready - t_ramp0,
+        "reached_media": len(ttfm),
+        "alive_at_end": alive_end,
+        "errors": errors,
+        "ttfm_ms": {"median": percentile(ttfm, 0.5), "p95": percentile(ttfm, 0.95), "max": max(ttfm, default=None),
+                    "min": min(ttfm, default=None), "all": [round(x, 2) for x in ttfm]},
+        "window": {"t0": t0, "t1": t1, "seconds": t1 - t0, "bytes": window_bytes,
+                   "total_bytes": sum(window_bytes)},
+        "server": {"start": srv0, "end": srv1},
+        "publisher": {"start": pub0, "end": pub1},
+        "system": {"start": sys0, "end": sys1},
+        "client": {"cpu_window_s": cpu1 - cpu0, "cpu_total_s": cpu1 - cpu_start},
+    }
+    text = json.dumps(result)
+    if args.json:
+        Path(args.json).write_text(text)
+    else:
+        sys.stdout.write(text + "\n")
+    rates = [b * 8 / (t1 - t0) / 1e6 for b in window_bytes]
+    print(f"loadclient: {len(ttfm)}/{args.players} reached media, {alive_end} alive at end; "
+          f"median rate {statistics.median(rates) if rates else 0:.3f} Mbit/s; "
+          f"ttfm median {result['ttfm_ms']['median']} ms; client cpu in window {cpu1 - cpu0:.2f} s; "
+          f"errors {errors}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""ZLMediaKit dialect (``[hook]``): JSON POST, allow = HTTP 200 + integer ``code`` 0.
+
+Field names and types follow ZLMediaKit's ``server/WebHook.cpp`` (see
+shared/spec/hooks.md §1).  Every body carries ``mediaServerId`` and a strictly
+increasing ``hook_index`` (a new one per attempt, as ZLMediaKit does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mediasrv.config import Config
+from mediasrv.core.frames import Codec, TrackKind
+from mediasrv.core.sessions import Role, SessionInfo
+from mediasrv.hooks.client import HookResponse
+from mediasrv.hooks.model import AccessRequest, Action, Decision, HookCall, HookReplyError
+
+if TYPE_CHECKING:
+    from mediasrv.core.stream import Stream
+
+ORIGIN_TYPES = {"rtmp": (1, "rtmp_push"), "rtmps": (1, "rtmp_push"), "rtsp": (2, "rtsp_push"),
+                "rtsps": (2, "rtsp_push")}
+_CODEC_ID = {Codec.H264: (0, "CodecH264"), Codec.H265: (1, "CodecH265"), Codec.AAC: (2, "CodecAAC")}
+
+
+def _json_object(response: HookResponse) -> dict[str, Any]:
+    if response.status != 200:
+        raise HookReplyError(f"HTTP {response.status} (ZLMediaKit hooks need 200)")
+    try:
+        obj = json.loads(response.body)
+    except ValueError:
+        raise HookReplyError("reply is not JSON") from None
+    if not isinstance(obj, dict):
+        raise HookReplyError("reply is not a JSON object")
+    code = obj.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise HookReplyError(f"reply 'code' is not an integer: {code!r}")
+    return obj
+
+
+def decode_reply(response: HookResponse) -> Decision:
+    obj = _json_object(response)
+    if obj["code"] != 0:
+        return Decision(False, str(obj.get("msg") or f"code {obj['code']}"))
+    return Decision(True)
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def decode_publish_reply(response: HookResponse) -> Decision:
+    """on_publish: every member but code/msg (and nulls) is a [protocol] option."""
+    obj = _json_object(response)
+    if obj["code"] != 0:
+        return Decision(False, str(obj.get("msg") or f"code {obj['code']}"))
+    options = {k: _option_text(v) for k, v in obj.items() if k not in ("code", "msg") and v is not None}
+    return Decision(True, options=options)
+
+
+def decode_close_reply(response: HookResponse) -> Decision:
+    """on_stream_none_reader / on_stream_not_found: ``allowed`` carries ``close``."""
+    obj = _json_object(response)
+    return Decision(bool(obj["code"] == 0 and obj.get("close") is True))
+
+
+def media_info(req: AccessRequest) -> dict[str, Any]:
+    return {"schema": req.schema, "protocol": req.protocol, "vhost": req.vhost, "app": req.app,
+            "stream": req.stream, "params": req.params, "ip": req.ip, "port": req.port, "id": req.session_id}
+
+
+def session_media_info(s: SessionInfo, schema: str) -> dict[str, Any]:
+    transport = {"http-flv": "http", "ws-flv": "ws"}.get(s.protocol, s.protocol)
+    return {"schema": schema, "protocol": transport, "vhost": s.vhost, "app": s.app, "stream": s.stream,
+            "params": s.params, "ip": s.peer_ip, "port": s.peer_port, "id": s.id}
+
+
+def session_schema(s: SessionInfo) -> str:
+    return {"http-flv": "rtmp", "ws-flv": "rtmp", "rtmps": "rtmp", "rtsps": "rtsp"}.get(s.protocol, s.protocol)
+
+
+def tracks_json(stream: Stream) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for kind in (TrackKind.VIDEO, TrackKind.AUDIO):
+        t = stream.tracks.get(kind)
+        if t is None:
+            continue
+        cid, cname = _CODEC_ID[t.codec]
+        item: dict[str, Any] = {"codec_id": cid, "codec_id_name": cname,
+                                "codec_type": 0 if kind is TrackKind.VIDEO else 1, "ready": True,
+                                "frames": stream.frames_in, "duration": 0}
+        if kind is TrackKind.VIDEO:
+            item.update(width=t.width, height=t.height, fps=t.fps or 0)
+        else:
+            item.update(sample_rate=t.sample_rate, channels=t.channels, sample_bit=16)
+        out.append(item)
+    return out
+
+
+def media_source_json(stream: Stream, schema: str, now: float) -> dict[str, Any]:
+    """One ``getMediaList`` item (also the on_stream_changed register body)."""
+    pub = stream.publisher
+    origin = ORIGIN_TYPES.get(pub.protocol if pub else "", (0, "unknown"))
+    readers = [r for r in stream.readers if getattr(r, "schema", "") == schema]
+    return {
+        "schema": schema, "vhost": stream.key.vhost, "app": stream.key.app, "stream": stream.key.stream,
+        "params": stream.params, "createStamp": int(stream.created),
+        "aliveSecond": int(now - stream.created), "bytesSpeed": 0, "totalBytes": stream.bytes_in,
+        "readerCount": len(readers), "totalReaderCount": len(stream.readers),
+        "originType": origin[0], "originTypeStr": origin[1], "originUrl": "",
+        "isRecordingMP4": False, "isRecordingHLS": False,
+        "originSock": None if pub is None else {"identifier": pub.id, "local_ip": "", "local_port": pub.local_port,
+                                                "peer_ip": pub.peer_ip, "peer_port": pub.peer_port},
+        "tracks": tracks_json(stream),
+    }
+
+
+class ZlmDialect:
+    name = "zlm"
+
+    def __init__(self, config: Config, start_index: int = 0) -> None:
+        self.config = config
+        self.cfg = config.hook
+        self._index: Iterator[int] = itertools.count(start_index)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.enable
+
+    def url(self, hook: str) -> str:
+        return str(getattr(self.cfg, hook, "")).strip() if self.enabled else ""
+
+    def stamp(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "mediaServerId": self.config.general.mediaServerId, "hook_index": next(self._index)}
+
+    def call(self, hook: str, payload: dict[str, Any], decode: Any = decode_reply) -> HookCall | None:
+        url = self.url(hook)
+        if not url:
+            return None
+        headers = {"X-VHOST": str(payload["vhost"])} if payload.get("vhost") else {}
+        return HookCall("zlm", hook, url, payload, self.cfg.timeoutSec, self.cfg.on_failure, decode=decode,
+                        headers=headers, stamp=self.stamp)
+
+    # -- gates --------------------------------------------------------------
+    def gate(self, req: AccessRequest) -> list[list[HookCall]]:
+        if req.action is Action.PUBLISH:
+            origin = ORIGIN_TYPES.get(req.protocol, (0, "unknown"))
+            call = self.call("on_publish", {**media_info(req), "originType": origin[0],
+                                            "originTypeStr": origin[1]}, decode_publish_reply)
+        elif req.action is Action.PLAY:
+            call = self.call("on_play", media_info(req))
+        else:
+            call = None
+        return [[call]] if call else []
+
+    def stream_not_found(self, req: AccessRequest) -> HookCall | None:
+        return self.call("on_stream_not_found", media_info(req), decode_close_reply)
+
+    def stream_none_reader(self, stream: Stream, schema: str) -> HookCall | None:
+        return self.call("on_stream_none_reader", {"schema": schema, "vhost": stream.key.vhost,
+                                                   "app": stream.key.app, "stream": stream.key.stream,
+                                                   "params": stream.params}, decode_close_reply)
+
+    # -- notifications ---------------------------------------------------------
+    def session_ended(self, s: SessionInfo, started: set[Action], now: float) -> list[HookCall]:
+        if not started & {Action.PUBLISH, Action.PLAY}:
+            return []
+        total = s.bytes_in + s.bytes_out
+        if total < self.config.general.flowThreshold * 1024:
+            return []
+        call = self.call("on_flow_report", {**session_media_info(s, session_schema(s)), "totalBytes": total,
+                                            "duration": int(now - s.started), "player": s.role is Role.PLAYER})
+        return [call] if call else []
+
+    def schemas(self, available: list[str]) -> list[str]:
+        wanted = [x for x in self.cfg.stream_changed_schemas.split("/") if x]
+        return [s for s in available if not wanted or s in wanted]
+
+    def stream_changed(self, stream: Stream, registered: bool, schemas: list[str], now: float) -> list[HookCall]:
+        calls = []
+        for schema in self.schemas(schemas):
+            if registered:
+                body = {**media_source_json(stream, schema, now), "regist": True}
+            else:
+                body = {"schema": schema, "vhost": stream.key.vhost, "app": stream.key.app,
+                        "stream": stream.key.stream, "params": stream.params, "regist": False}
+            call = self.call("on_stream_changed", body)
+            if call:
+                calls.append(call)
+        return calls
+
+    def server_started(self) -> HookCall | None:
+        flat = {k: _option_text(v) for k, v in self.config.as_flat_dict().items()}
+        return self.call("on_server_started", flat)
+
+    def server_keepalive(self, counts: dict[str, int]) -> HookCall | None:
+        return self.call("on_server_keepalive", {"data": counts})
+
+    def server_exited(self) -> HookCall | None:
+        return self.call("on_server_exited", {})
