@@ -42,6 +42,14 @@ if TYPE_CHECKING:
 log = Logger()
 
 
+def _first_error(failure: Failure) -> Failure:
+    """gatherResults wraps the first failure (a cancel, for one) in FirstError."""
+    if failure.check(defer.FirstError):
+        sub: Failure = failure.value.subFailure
+        return sub
+    return failure
+
+
 def hooks_configured(cfg: Config) -> bool:
     """Whether any dialect has any URL configured (else no HTTP at all)."""
     def urls(section: Any) -> bool:
@@ -151,6 +159,7 @@ class HookService:
             return defer.succeed(ALLOW)
         pending = [self._run_chain(dialect, chain) for dialect, chain in chains]
         gathered: defer.Deferred[list[tuple[str, Decision]]] = defer.gatherResults(pending, consumeErrors=True)
+        gathered.addErrback(_first_error)
         return gathered.addCallback(self._combine, request, state, key)
 
     def _combine(self, results: list[tuple[str, Decision]], request: AccessRequest, state: _SessionHooks,
