@@ -1,8 +1,14 @@
-"""The HTTP listener's root: routes FLV streams now, HLS/API/files later."""
+"""The HTTP listener's root: a table of routes, first match wins.
+
+Each feature module contributes ``Route`` objects (``match(path) -> args |
+None`` and ``render(request, *args)``); ``build_site`` assembles them.  What
+no route matches is a 404.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -11,14 +17,27 @@ from mediasrv.core.context import Core
 from mediasrv.http.flv import parse_flv_path, render_flv
 
 
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: Callable[[str], tuple[Any, ...] | None]
+    render: Callable[..., Any]
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+
+def flv_routes(core: Core) -> list[Route]:
+    return [Route("flv", parse_flv_path, lambda request, app, stream: render_flv(core, request, app, stream))]
+
+
 class RootResource(Resource):
     isLeaf = True
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, routes: list[Route]) -> None:
         super().__init__()
         self.core = core
+        self.routes = routes
 
-    def _cors(self, request: Request) -> None:
+    def cors(self, request: Request) -> None:
         if not self.core.config.http.allow_cross_domains:
             return
         origin = request.getHeader(b"origin")
@@ -27,26 +46,31 @@ class RootResource(Resource):
             request.setHeader(b"access-control-allow-credentials", b"true")
             request.setHeader(b"vary", b"Origin")
 
-    def render_OPTIONS(self, request: Request) -> bytes:
-        self._cors(request)
-        request.setHeader(b"access-control-allow-methods", b"GET, POST, HEAD, OPTIONS")
-        request.setHeader(b"access-control-allow-headers",
-                          request.getHeader(b"access-control-request-headers") or b"*")
-        request.setHeader(b"access-control-max-age", b"600")
-        return b""
-
-    def render_GET(self, request: Request) -> Any:
-        self._cors(request)
+    def render(self, request: Request) -> Any:
+        self.cors(request)
+        if request.method == b"OPTIONS":
+            request.setHeader(b"access-control-allow-methods", b"GET, POST, DELETE, HEAD, OPTIONS")
+            request.setHeader(b"access-control-allow-headers",
+                              request.getHeader(b"access-control-request-headers") or b"*")
+            request.setHeader(b"access-control-max-age", b"600")
+            return b""
         path = request.path.decode("utf-8", "replace")
-        flv = parse_flv_path(path)
-        if flv is not None:
-            return render_flv(self.core, request, *flv)
+        for route in self.routes:
+            args = route.match(path)
+            if args is None:
+                continue
+            if request.method not in route.methods:
+                request.setResponseCode(405)
+                return b"method not allowed\n"
+            return route.render(request, *args)
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"not found\n"
 
 
 def build_site(core: Core) -> Site:
-    site = Site(RootResource(core))
+    routes: list[Route] = []
+    routes += flv_routes(core)
+    site = Site(RootResource(core, routes))
     site.displayTracebacks = False
     return site
