@@ -15,7 +15,7 @@ import ipaddress
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mediasrv._defaults import DEFAULT_INI
 
@@ -68,10 +68,6 @@ def _ip_ranges(value: str) -> str | None:
     return None
 
 
-def _check(fn: Callable[[Any], str | None]) -> Any:
-    return field(metadata={"check": fn})
-
-
 def parse_ip_ranges(
     text: str,
 ) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
@@ -95,40 +91,40 @@ def parse_ip_ranges(
 @dataclass(frozen=True)
 class General:
     mediaServerId: str
-    listen_ip: str = _check(_ip)
-    flowThreshold: int = _check(_not_negative)
-    streamNoneReaderDelayMS: int = _check(_not_negative)
-    maxStreamWaitMS: int = _check(_not_negative)
+    listen_ip: str = field(metadata={"check": _ip})
+    flowThreshold: int = field(metadata={"check": _not_negative})
+    streamNoneReaderDelayMS: int = field(metadata={"check": _not_negative})
+    maxStreamWaitMS: int = field(metadata={"check": _not_negative})
     enableVhost: bool = field()
-    maxConnections: int = _check(_positive)
-    maxPlayerQueueBytes: int = _check(_positive)
-    maxGopCacheBytes: int = _check(_positive)
+    maxConnections: int = field(metadata={"check": _positive})
+    maxPlayerQueueBytes: int = field(metadata={"check": _positive})
+    maxGopCacheBytes: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
 class Rtmp:
-    port: int = _check(_port)
-    sslport: int = _check(_port)
-    handshakeSecond: float = _check(_positive)
-    keepAliveSecond: float = _check(_positive)
-    maxMessageSize: int = _check(_positive)
+    port: int = field(metadata={"check": _port})
+    sslport: int = field(metadata={"check": _port})
+    handshakeSecond: float = field(metadata={"check": _positive})
+    keepAliveSecond: float = field(metadata={"check": _positive})
+    maxMessageSize: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
 class Rtsp:
-    port: int = _check(_port)
-    sslport: int = _check(_port)
+    port: int = field(metadata={"check": _port})
+    sslport: int = field(metadata={"check": _port})
     authBasic: bool = field()
-    handshakeSecond: float = _check(_positive)
-    keepAliveSecond: float = _check(_positive)
+    handshakeSecond: float = field(metadata={"check": _positive})
+    keepAliveSecond: float = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
 class Http:
-    port: int = _check(_port)
-    sslport: int = _check(_port)
+    port: int = field(metadata={"check": _port})
+    sslport: int = field(metadata={"check": _port})
     rootPath: str = field()
-    allow_ip_range: str = _check(_ip_ranges)
+    allow_ip_range: str = field(metadata={"check": _ip_ranges})
     allow_cross_domains: bool = field()
     dirMenu: bool = field()
     forwarded_ip_header: str = field()
@@ -142,16 +138,16 @@ class Ssl:
 
 @dataclass(frozen=True)
 class Hls:
-    segDur: float = _check(_positive)
-    segNum: int = _check(_positive)
-    segRetain: int = _check(_not_negative)
+    segDur: float = field(metadata={"check": _positive})
+    segNum: int = field(metadata={"check": _positive})
+    segRetain: int = field(metadata={"check": _not_negative})
     filePath: str = field()
 
 
 @dataclass(frozen=True)
 class Record:
     filePath: str
-    fileSecond: int = _check(_positive)
+    fileSecond: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -167,13 +163,13 @@ class Protocol:
     enable_rtmp: bool
     enable_mp4: bool
     auto_close: bool
-    continue_push_ms: int = _check(_not_negative)
+    continue_push_ms: int = field(metadata={"check": _not_negative})
 
 
 @dataclass(frozen=True)
 class Shell:
-    port: int = _check(_port)
-    interface: str = _check(_ip)
+    port: int = field(metadata={"check": _port})
+    interface: str = field(metadata={"check": _ip})
     users: str = field()
     python: bool = field()
 
@@ -181,15 +177,15 @@ class Shell:
 @dataclass(frozen=True)
 class Hook:
     enable: bool
-    timeoutSec: float = _check(_positive)
-    alive_interval: float = _check(_positive)
-    retry: int = _check(_not_negative)
-    retry_delay: float = _check(_not_negative)
-    on_failure: str = _check(_policy)
+    timeoutSec: float = field(metadata={"check": _positive})
+    alive_interval: float = field(metadata={"check": _positive})
+    retry: int = field(metadata={"check": _not_negative})
+    retry_delay: float = field(metadata={"check": _not_negative})
+    on_failure: str = field(metadata={"check": _policy})
     stream_changed_schemas: str = field()
     outbox: str = field()
-    outbox_max: int = _check(_positive)
-    outbox_overflow: str = _check(_overflow)
+    outbox_max: int = field(metadata={"check": _positive})
+    outbox_overflow: str = field(metadata={"check": _overflow})
     on_publish: str = field()
     on_play: str = field()
     on_flow_report: str = field()
@@ -210,8 +206,8 @@ class Hook:
 @dataclass(frozen=True)
 class HttpHooks:
     enabled: bool
-    timeoutSec: float = _check(_positive)
-    on_failure: str = _check(_policy)
+    timeoutSec: float = field(metadata={"check": _positive})
+    on_failure: str = field(metadata={"check": _policy})
     on_connect: str = field()
     on_close: str = field()
     on_publish: str = field()
@@ -225,8 +221,8 @@ class HttpHooks:
 @dataclass(frozen=True)
 class Notify:
     notify_url: str
-    timeoutSec: float = _check(_positive)
-    on_failure: str = _check(_policy)
+    timeoutSec: float = field(metadata={"check": _positive})
+    on_failure: str = field(metadata={"check": _policy})
 
 
 @dataclass(frozen=True)
@@ -239,9 +235,9 @@ class Oclp:
     oclp_push: str
     oclp_meta: str
     oclp_record: str
-    update_interval: float = _check(_positive)
-    timeout: float = _check(_positive)
-    on_failure: str = _check(_policy)
+    update_interval: float = field(metadata={"check": _positive})
+    timeout: float = field(metadata={"check": _positive})
+    on_failure: str = field(metadata={"check": _policy})
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from twisted.logger import Logger
 
 from mediasrv import __version__
 from mediasrv.config import Config, ConfigError
+from mediasrv.core.context import Core
 from mediasrv.hooks.client import HookClient
 from mediasrv.hooks.outbox import Outbox
 from mediasrv.hooks.service import hooks_configured
-from mediasrv.core.context import Core
 from mediasrv.http.site import build_site
 from mediasrv.rtmp.protocol import RtmpFactory
 

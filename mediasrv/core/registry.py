@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -181,6 +182,6 @@ class StreamRegistry:
     def close_all(self, reason: str) -> None:
         for key in list(self._streams):
             self.close_stream(key, reason)
-        for key, waiters in list(self._waiters.items()):
+        for waiters in list(self._waiters.values()):
             for d in list(waiters):
                 d.cancel()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from mediasrv.config import DEFAULT_VHOST
 

@@ -76,7 +76,8 @@ class HookClient:
                 headers: dict[str, str] | None = None) -> defer.Deferred[HookResponse]:
         """One HTTP exchange; fails with HookTransportError on any transport
         problem, including the deadline (``timeout`` seconds on our clock)."""
-        hdrs = {"User-Agent": self.user_agent, **(headers or {})}
+        hdrs: dict[bytes | str, bytes | str] = {"User-Agent": self.user_agent}
+        hdrs.update(headers or {})
         d: defer.Deferred[Any] = self.http.request(method, url, data=body, headers=hdrs, allow_redirects=False)
         d.addCallback(self._read)
         d.addTimeout(timeout, self.clock)

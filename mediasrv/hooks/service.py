@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 log = Logger()
 
 
+def _not_delivered(failure: Failure, hook: str) -> None:
+    log.warn("hook {hook} not delivered: {why}", hook=hook, why=failure.getErrorMessage())
+
+
 def _first_error(failure: Failure) -> Failure:
     """gatherResults wraps the first failure (a cancel, for one) in FirstError."""
     if failure.check(defer.FirstError):
@@ -271,8 +275,7 @@ class HookService:
             elif self.client is not None:
                 url, body, headers = call.encode()
                 self.client.request(call.method, url, call.timeout, body, headers).addErrback(
-                    lambda f, c=call: log.warn("hook {hook} not delivered: {why}", hook=c.hook,
-                                               why=f.getErrorMessage()))
+                    _not_delivered, call.hook)
 
     # SessionListener
     def session_opened(self, session: SessionInfo) -> None:

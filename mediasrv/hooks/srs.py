@@ -10,7 +10,7 @@ import json
 import secrets
 from typing import Any
 
-from mediasrv.config import Config, DEFAULT_VHOST
+from mediasrv.config import DEFAULT_VHOST, Config
 from mediasrv.core.sessions import Role, SessionInfo
 from mediasrv.hooks.client import HookResponse
 from mediasrv.hooks.model import AccessRequest, Action, Decision, HookCall, HookReplyError

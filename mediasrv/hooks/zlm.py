@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from mediasrv.config import Config
 from mediasrv.core.frames import Codec, TrackKind

@@ -13,7 +13,8 @@ producer API (see :class:`~mediasrv.core.reader.StreamReader`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger

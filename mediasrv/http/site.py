@@ -7,8 +7,9 @@ no route matches is a 404.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
