@@ -1,6 +1,6 @@
 """RTMP load client: N simulated players in one process, light enough that the server is the bottleneck.
 
-One process, one raw ``select.epoll`` loop, non-blocking sockets; no asyncio, no threads.
+One process, one loop over two raw ``select.epoll`` sets, non-blocking sockets; no asyncio, no threads.
 
 Per connection:
 
@@ -15,11 +15,14 @@ Per connection:
    a per-connection counter. Nothing is parsed. An RTMP Acknowledgement (a 16-byte message) is written
    each time the server's Window Acknowledgement Size (2,500,000 bytes) is crossed, as real players do.
 
-To keep the client's own CPU low while all players are counting, the loop sleeps between polls so that
-every poll drains ~``--tick-ms`` of data from every socket in one ``recv_into`` (instead of waking up once
-per frame per player). While some connection is still setting up, it does not sleep, so the time to first
-media is not inflated by the tick. Loopback socket buffers hold far more than one tick of a 2 Mbit/s
-stream, so the server never sees back-pressure caused by the tick.
+To keep the client's own CPU low, counting connections sit in their own epoll set, drained once per
+``--tick-ms`` (default 20 ms): one ``recv_into`` per socket per tick, however many frames or writes the
+server made, instead of one wake-up per write per player. Connections still setting up sit in a second
+epoll set that the loop waits on between ticks and serves at once, so the time to first media is not
+inflated by the tick. Loopback socket buffers hold far more than one tick of a 2 Mbit/s stream (~5 KB),
+so the server never sees back-pressure caused by the tick. Player 0 also parses its whole stream
+(``--no-verify`` turns that off) and reports video/audio frames per second, as a sanity check that the
+counted bytes are a real, well-formed stream.
 
 Measurement: connections are opened at ``--rate`` per second; once every connection has reached counting
 mode (or failed, or ``--setup-timeout`` passed), the client waits ``--settle`` seconds, then measures a
@@ -112,13 +115,30 @@ class LoadClient:
         self.rate = rate
         self.tick = tick
         self.setup_timeout = setup_timeout
-        self.ep = select.epoll(n + 16)
+        self.ep = select.epoll(n + 16)  # connections still setting up: polled continuously
+        self.ep_media = select.epoll(n + 16)  # counting connections: drained once per tick
         self.conns = [Conn(i) for i in range(n)]
         self.by_fd: dict[int, Conn] = {}
         self.opened = 0
         self.in_setup = 0  # connections opened and not yet counting / closed
         self.buf = bytearray(RECV_SIZE)
         self.t_ramp0 = 0.0
+        self.verify: dict[str, Any] | None = None  # set to a dict to parse player 0's whole stream
+
+    def verify_count(self, msgs: list[RtmpMessage]) -> None:
+        v = self.verify
+        assert v is not None
+        for msg in msgs:
+            if msg.type_id == m.VIDEO:
+                v["video_frames"] += is_coded_frame(msg)
+                v["video_keyframes"] += is_coded_frame(msg) and (msg.payload[0] >> 4) == 1
+                v["video_bytes"] += len(msg.payload)
+                v["last_video_ts"] = msg.timestamp
+            elif msg.type_id == m.AUDIO:
+                v["audio_frames"] += is_coded_frame(msg)
+                v["audio_bytes"] += len(msg.payload)
+            else:
+                v["other_messages"] += 1
 
     # -- connection life cycle --------------------------------------------------
     def open(self, c: Conn) -> None:
@@ -140,13 +160,14 @@ class LoadClient:
             return
         if c.state != MEDIA:
             self.in_setup -= 1
+        if c.sock is not None:
+            try:
+                (self.ep_media if c.state == MEDIA else self.ep).unregister(c.fd)
+            except OSError:
+                pass
         c.state = CLOSED
         c.error = c.error or why
         if c.sock is not None:
-            try:
-                self.ep.unregister(c.fd)
-            except OSError:
-                pass
             self.by_fd.pop(c.fd, None)
             c.sock.close()
             c.sock = None
@@ -222,7 +243,7 @@ class LoadClient:
             self.close(c, f"{type(e).__name__}: {e}")
 
     def on_messages(self, c: Conn, msgs: list[RtmpMessage], now: float) -> None:
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
             t = msg.type_id
             if t == m.VIDEO or t == m.AUDIO:
                 if is_coded_frame(msg):
@@ -230,7 +251,12 @@ class LoadClient:
                     c.state = MEDIA
                     c.last_ack = 0
                     self.in_setup -= 1
-                    c.reader = None  # from here on: count bytes only
+                    self.ep.unregister(c.fd)
+                    self.ep_media.register(c.fd, _EPOLLIN)
+                    if c.idx == 0 and self.verify is not None:
+                        self.verify_count(msgs[i:])  # player 0 keeps parsing everything
+                    else:
+                        c.reader = None  # from here on: count bytes only
                     self.ack_if_due(c)
                     return
             elif t == m.WINDOW_ACK_SIZE:
@@ -268,13 +294,16 @@ class LoadClient:
 
     # -- the loop -------------------------------------------------------------------
     def run_until(self, deadline: float, stop_when_ready: bool = False) -> None:
-        """Run the loop until ``deadline`` (monotonic), opening connections at ``rate``."""
-        buf = self.buf
-        by_fd = self.by_fd
-        poll = self.ep.poll
+        """Run the loop until ``deadline`` (monotonic), opening connections at ``rate``.
+
+        Connections that are setting up live in ``self.ep`` and are served as soon as they have data, so
+        the time to first media is measured without the tick's delay. Counting connections live in
+        ``self.ep_media``, drained once per tick: one ``recv_into`` per socket per tick however many frames
+        the server wrote, so the client's cost does not grow with the number of frames or writes.
+        """
         tick = self.tick
-        next_tick = time.monotonic()
-        next_timeout_check = next_tick + 0.5
+        next_tick = time.monotonic() + tick
+        next_timeout_check = time.monotonic() + 0.5
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -285,41 +314,55 @@ class LoadClient:
                 self.opened += 1
             if stop_when_ready and self.opened == self.n and self.in_setup == 0:
                 return
-            if self.in_setup:
-                timeout = 0.005 if self.opened < self.n else 0.05
-                if now >= next_timeout_check:
-                    next_timeout_check = now + 0.5
-                    for c in self.conns[: self.opened]:
-                        if c.state not in (MEDIA, CLOSED) and now - c.t_start > self.setup_timeout:
-                            self.close(c, "set-up timeout")
-            else:
-                # everyone counts: sleep so one poll drains a whole tick of data from every socket
+            if now >= next_tick:
+                self.drain_media()
                 next_tick += tick
-                if next_tick > now:
-                    time.sleep(min(next_tick, deadline) - now)
-                else:
-                    next_tick = now
-                timeout = 0
-            for fd, ev in poll(timeout):
-                c = by_fd.get(fd)
-                if c is None:
-                    continue
-                if c.state == MEDIA:
-                    try:
-                        n = c.sock.recv_into(buf)  # type: ignore[union-attr]
-                    except BlockingIOError:
-                        continue
-                    except OSError as e:
-                        self.close(c, f"recv: {e}")
-                        continue
-                    if n == 0:
-                        self.close(c, "closed by server")
-                        continue
-                    c.rx += n
-                    if c.rx - HANDSHAKE_BYTES - c.last_ack >= c.window:
-                        self.ack_if_due(c)
-                else:
+                if next_tick <= now:
+                    next_tick = now + tick
+                continue
+            if self.in_setup and now >= next_timeout_check:
+                next_timeout_check = now + 0.5
+                for c in self.conns[: self.opened]:
+                    if c.state not in (MEDIA, CLOSED) and now - c.t_start > self.setup_timeout:
+                        self.close(c, "set-up timeout")
+            wake = min(next_tick, deadline)
+            if self.opened < self.n:
+                wake = min(wake, self.t_ramp0 + self.opened / self.rate)
+            wait = max(wake - now, 0.0)
+            if not self.in_setup:
+                time.sleep(wait)
+                continue
+            for fd, ev in self.ep.poll(wait):
+                c = self.by_fd.get(fd)
+                if c is not None:
                     self.on_setup_event(c, ev, time.monotonic())
+
+    def drain_media(self) -> None:
+        buf = self.buf
+        by_fd = self.by_fd
+        for fd, _ev in self.ep_media.poll(0):
+            c = by_fd.get(fd)
+            if c is None:
+                continue
+            try:
+                n = c.sock.recv_into(buf)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                self.close(c, f"recv: {e}")
+                continue
+            if n == 0:
+                self.close(c, "closed by server")
+                continue
+            c.rx += n
+            if c.reader is not None:  # the verifying player
+                try:
+                    self.verify_count(c.reader.feed(bytes(buf[:n])))
+                except ValueError as e:
+                    self.verify["error"] = f"{type(e).__name__}: {e}"  # type: ignore[index]
+                    c.reader = None
+            if c.rx - HANDSHAKE_BYTES - c.last_ack >= c.window:
+                self.ack_if_due(c)
 
 
 def sample_process(pid: int | None) -> dict[str, float] | None:
@@ -335,19 +378,42 @@ def sample_process(pid: int | None) -> dict[str, float] | None:
                 "fds": p.num_fds(), "t": time.monotonic()}
 
 
-def sample_system() -> dict[str, float]:
-    """Machine-wide CPU seconds (all cores), to see what else ran during the window."""
+def sample_system() -> dict[str, Any]:
+    """Machine-wide CPU seconds (all cores) by kind, and every process's CPU seconds, to see what else ran
+    during the window (other jobs on a shared machine, kernel softirq work of the loopback traffic)."""
     import psutil
 
     ct = psutil.cpu_times()
     idle = ct.idle + getattr(ct, "iowait", 0.0)
     total = sum(ct)
-    return {"busy": total - idle, "total": total, "steal": getattr(ct, "steal", 0.0), "t": time.monotonic()}
+    procs: dict[int, tuple[str, float]] = {}
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is not None:
+            procs[p.pid] = (p.info["name"] or "?", t.user + t.system)
+    return {"busy": total - idle, "total": total, "kinds": ct._asdict(), "procs": procs, "t": time.monotonic()}
+
+
+def top_procs(a: dict[str, Any], b: dict[str, Any], skip: set[int], k: int = 6) -> list[tuple[int, str, float]]:
+    """The ``k`` processes (other than ``skip``) that used the most CPU between two samples."""
+    out = []
+    for pid, (name, cpu) in b["procs"].items():
+        if pid in skip:
+            continue
+        before = a["procs"].get(pid, (name, 0.0))[1]
+        if cpu - before > 0.05:
+            out.append((pid, name, round(cpu - before, 2)))
+    return sorted(out, key=lambda x: -x[2])[:k]
 
 
 def own_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def own_cpu_split() -> tuple[float, float]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime
 
 
 def raise_nofile(n: int) -> None:
@@ -384,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setup-timeout", type=float, default=30.0, help="seconds a player may take to first media")
     ap.add_argument("--server-pid", type=int, help="sample this pid's CPU time and RSS at the window's ends")
     ap.add_argument("--publisher-pid", type=int, help="sample this pid's CPU time at the window's ends")
+    ap.add_argument("--no-verify", dest="verify", action="store_false",
+                    help="do not parse player 0's whole stream (by default it is, as a sanity check)")
     ap.add_argument("--json", help="write the result here instead of stdout")
     args = ap.parse_args(argv)
 
@@ -395,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lc = LoadClient(u.hostname, u.port or 1935, parts[0], parts[1], args.players, args.rate, args.tick_ms / 1000,
                     args.setup_timeout)
+    if args.verify:
+        lc.verify = {"video_frames": 0, "video_keyframes": 0, "video_bytes": 0, "audio_frames": 0,
+                     "audio_bytes": 0, "other_messages": 0, "last_video_ts": 0, "error": ""}
     cpu_start = own_cpu()
     lc.t_ramp0 = t_ramp0 = time.monotonic()
     ramp_deadline = t_ramp0 + args.players / args.rate + args.setup_timeout + 1
@@ -412,12 +483,24 @@ def main(argv: list[str] | None = None) -> int:
     pub0 = sample_process(args.publisher_pid)
     sys0 = sample_system() if args.server_pid else None
     cpu0 = own_cpu()
+    split0 = own_cpu_split()
+    lc.drain_media()
     t0 = time.monotonic()
     rx0 = [c.rx for c in lc.conns]
+    v0 = dict(lc.verify) if lc.verify else None
     lc.run_until(t0 + args.window)
+    lc.drain_media()
     t1 = time.monotonic()
     rx1 = [c.rx for c in lc.conns]
+    v1 = dict(lc.verify) if lc.verify else None
+    verify = None
+    if v0 and v1:
+        verify = {k: (v1[k] - v0[k]) / (t1 - t0) for k in ("video_frames", "video_keyframes", "video_bytes",
+                                                             "audio_frames", "audio_bytes")}
+        verify.update(error=v1["error"], other_messages=v1["other_messages"], player0_alive=lc.conns[0].state == MEDIA)
+        verify["media_payload_mbps"] = (verify["video_bytes"] + verify["audio_bytes"]) * 8 / 1e6
     cpu1 = own_cpu()
+    split1 = own_cpu_split()
     srv1 = sample_process(args.server_pid)
     pub1 = sample_process(args.publisher_pid)
     sys1 = sample_system() if args.server_pid else None
@@ -428,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in lc.conns:
         if c.error:
             errors[c.error] = errors.get(c.error, 0) + 1
-    window_bytes = [b - a for a, b in zip(rx0, rx1)]
+    window_bytes = [b - a for a, b in zip(rx0, rx1, strict=True)]
     result = {
         "url": args.url,
         "players": args.players,
@@ -444,8 +527,15 @@ def main(argv: list[str] | None = None) -> int:
                    "total_bytes": sum(window_bytes)},
         "server": {"start": srv0, "end": srv1},
         "publisher": {"start": pub0, "end": pub1},
-        "system": {"start": sys0, "end": sys1},
-        "client": {"cpu_window_s": cpu1 - cpu0, "cpu_total_s": cpu1 - cpu_start},
+        "system": {
+            "busy_s": sys1["busy"] - sys0["busy"] if sys0 and sys1 else None,
+            "kinds_s": {k: round(v - sys0["kinds"][k], 2) for k, v in sys1["kinds"].items()} if sys0 and sys1 else None,
+            "top_other_procs": top_procs(sys0, sys1, {os.getpid(), args.server_pid or -1, args.publisher_pid or -1})
+            if sys0 and sys1 else None,
+        },
+        "verify_player0_per_s": verify,
+        "client": {"cpu_window_s": cpu1 - cpu0, "user_window_s": split1[0] - split0[0],
+                   "sys_window_s": split1[1] - split0[1], "cpu_total_s": cpu1 - cpu_start},
     }
     text = json.dumps(result)
     if args.json:

@@ -98,6 +98,29 @@ def twistd_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0]='twistd'; run()"]
 
 
+def listener_sets(rtmp_port: int, http_port: int) -> list[str]:
+    """``--set`` values for the listeners: RTMP and HTTP on the given ports, every other listener the
+    embedded defaults know (``[section] port``/``sslport``: RTSP, shell, TLS ...) disabled with 0, so a
+    run never collides with another server on the machine. Keys the defaults lack are never set (an
+    unknown key stops start-up)."""
+    import configparser
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from mediasrv._defaults import DEFAULT_INI
+    finally:
+        sys.path.pop(0)
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read_string(DEFAULT_INI)
+    sets = ["general.listen_ip=127.0.0.1", f"rtmp.port={rtmp_port}", f"http.port={http_port}"]
+    for section in cp.sections():
+        for key in ("port", "sslport"):
+            name = f"{section}.{key}"
+            if cp.has_option(section, key) and name not in ("rtmp.port", "http.port") and cp.get(section, key) != "0":
+                sets.append(f"{name}=0")
+    return sets
+
+
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
@@ -194,7 +217,7 @@ class Publisher:
             raise RuntimeError("no progress from ffmpeg")
         if t <= s[0][0]:
             return float(s[0][1]), float(s[0][2])
-        for (ta, ba, oa), (tb, bb, ob) in zip(s, s[1:]):
+        for (ta, ba, oa), (tb, bb, ob) in zip(s, s[1:], strict=False):
             if ta <= t <= tb:
                 f = (t - ta) / (tb - ta) if tb > ta else 0.0
                 return ba + (bb - ba) * f, oa + (ob - oa) * f
@@ -216,25 +239,33 @@ def ffprobe(url: str) -> list[dict[str, Any]]:
     return streams
 
 
-def run_one(n: int, args: argparse.Namespace, clip: Path | None) -> dict[str, Any]:
+def run_one(n: int, args: argparse.Namespace, clip: Path | None, tag: str) -> dict[str, Any]:
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     rtmp_port, http_port = free_port(), free_port()
-    log_path = logs / f"server-{n}.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"]
-                                                     if os.environ.get("PYTHONPATH") else ""),
-               PYTHONUNBUFFERED="1")
+    log_path = logs / f"server-{tag}.log"
+    for old in logs.glob(f"server-{tag}.*"):
+        old.unlink()
+    # the repository's mediasrv first; the caller's PYTHONPATH entries after it, made absolute (the server
+    # runs in bench/results/)
+    extra = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *extra]), PYTHONUNBUFFERED="1")
+    sets = [*listener_sets(rtmp_port, http_port), f"general.maxConnections={n + 64}", *args.set]
     cmd = twistd_command() + ["-n", "--pidfile=", f"--logfile={log_path}", "mediasrv",
-                              "--set", "general.listen_ip=127.0.0.1", "--set", f"rtmp.port={rtmp_port}",
-                              "--set", f"http.port={http_port}", "--set", f"general.maxConnections={n + 64}",
-                              *sum((["--set", s] for s in args.set), [])]
-    server = subprocess.Popen(cmd, cwd=RESULTS, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+                              *sum((["--set", s] for s in sets), [])]
+    out_path = logs / f"server-{tag}.out"
+    with open(out_path, "wb") as out_file:
+        server = subprocess.Popen(cmd, cwd=RESULTS, env=env, stdin=subprocess.DEVNULL, stdout=out_file,
+                                  stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
     url = f"rtmp://127.0.0.1:{rtmp_port}/{STREAM_PATH}"
     publisher: Publisher | None = None
     try:
-        wait_port(rtmp_port, server)
+        try:
+            wait_port(rtmp_port, server)
+        except (RuntimeError, TimeoutError) as e:
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{e}: {' / '.join(tail)}") from None
         publisher = Publisher(url, clip)
         time.sleep(args.warmup)
         if publisher.proc.poll() is not None:
@@ -247,7 +278,7 @@ def run_one(n: int, args: argparse.Namespace, clip: Path | None) -> dict[str, An
                              "--rate", str(args.rate), "--settle", str(args.settle), "--window", str(args.window),
                              "--tick-ms", str(args.tick_ms), "--server-pid", str(server.pid),
                              "--publisher-pid", str(publisher.proc.pid)],
-                            capture_output=True, text=True, env=env,
+                            capture_output=True, text=True, env=dict(env, PYTHONPATH=str(ROOT)),
                             timeout=n / args.rate + args.settle + args.window + 120)
         if lc.returncode != 0:
             raise RuntimeError(f"loadclient failed ({lc.returncode}): {lc.stderr}")
@@ -272,12 +303,12 @@ def run_one(n: int, args: argparse.Namespace, clip: Path | None) -> dict[str, An
     server_cpu = s1["cpu"] - s0["cpu"]
     p0, p1 = res["publisher"]["start"], res["publisher"]["end"]
     pub_cpu = p1["cpu"] - p0["cpu"]
-    y0, y1 = res["system"]["start"], res["system"]["end"]
     client_cpu = res["client"]["cpu_window_s"]
-    busy = y1["busy"] - y0["busy"]
+    busy = res["system"]["busy_s"]
     ttfm = res["ttfm_ms"]
     row = {
         "players": n,
+        "server_log": str(log_path.relative_to(BENCH)),
         "reached_media": res["reached_media"],
         "alive_at_end": res["alive_at_end"],
         "errors": res["errors"],
@@ -307,13 +338,18 @@ def run_one(n: int, args: argparse.Namespace, clip: Path | None) -> dict[str, An
         "rss_per_player_kib": (s1["rss"] - rss_base) / n / 1024,
         "client_cpu_window_s": client_cpu,
         "client_cpu_total_s": res["client"]["cpu_total_s"],
+        "client_cpu_user_s": res["client"]["user_window_s"],
+        "client_cpu_sys_s": res["client"]["sys_window_s"],
         "publisher_cpu_s": pub_cpu,
         "machine_busy_cpu_s": busy,
         "other_cpu_s": busy - server_cpu - client_cpu - pub_cpu,
+        "machine_cpu_kinds_s": res["system"]["kinds_s"],
+        "top_other_procs": res["system"]["top_other_procs"],
         "loadavg_before": load_before,
         "server_log_warnings": sum(1 for line in log_text.splitlines() if "#warn" in line or "#error" in line
                                    or "#critical" in line or "Traceback" in line),
         "ffprobe": probe,
+        "verify_player0_per_s": res.get("verify_player0_per_s"),
         "publisher_stderr": pub_err.strip()[-2000:],
         "ttfm_ms_all": ttfm["all"],
         "player_bytes": w["bytes"],
@@ -323,7 +359,7 @@ def run_one(n: int, args: argparse.Namespace, clip: Path | None) -> dict[str, An
 
 HEADER = ("| N | reached media | keep up (≥95 %) | publisher ingest Mbit/s | median player Mbit/s | delivered Gbit/s "
           "| server CPU s / window (util) | server CPU-s per Gbit | TTFM median ms | TTFM p95 ms "
-          "| server RSS/player KiB | client CPU s | other CPU s | load avg before |\n"
+          "| server RSS/player KiB | load client CPU s (user+sys) | other CPU s | load avg before |\n"
           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
@@ -336,8 +372,9 @@ def table_row(r: dict[str, Any]) -> str:
     return (f"| {n} | {r['reached_media']}/{n} | {r['keep_up']}/{n} | {r['publisher_ingest_mbps']:.3f} "
             f"| {fmt(r['player_rate_mbps']['median'], '.3f')} | {r['delivered_gbps']:.3f} "
             f"| {r['server_cpu_s']:.1f} / {r['window_s']:.0f} s ({r['server_cpu_util'] * 100:.0f} %) "
-            f"| {fmt(r['server_cpu_s_per_gbit'], '.1f')} | {fmt(r['ttfm_median_ms'], '.1f')} "
-            f"| {fmt(r['ttfm_p95_ms'], '.1f')} | {r['rss_per_player_kib']:.0f} | {r['client_cpu_window_s']:.1f} "
+            f"| {fmt(r['server_cpu_s_per_gbit'], '.2f')} | {fmt(r['ttfm_median_ms'], '.1f')} "
+            f"| {fmt(r['ttfm_p95_ms'], '.1f')} | {r['rss_per_player_kib']:.0f} "
+            f"| {r['client_cpu_window_s']:.1f} ({r['client_cpu_user_s']:.1f}+{r['client_cpu_sys_s']:.1f}) "
             f"| {r['other_cpu_s']:.1f} | {r['loadavg_before'][0]:.2f} |")
 
 
@@ -352,10 +389,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-seconds", type=int, default=60, help="length of the pre-encoded clip (default 60)")
     ap.add_argument("--live-encode", action="store_true", help="encode testsrc2 live instead of a pre-encoded clip")
     ap.add_argument("--no-probe", dest="probe", action="store_false", help="skip the ffprobe sanity check")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per N (default 1), to show the noise")
     ap.add_argument("--set", action="append", default=[], metavar="K=V", help="extra server --set (repeatable)")
     ap.add_argument("--out", help="JSON output file (default bench/results/run-<time>.json)")
+    ap.add_argument("--table", metavar="JSON", help="only print the Markdown table of a saved result file")
     args = ap.parse_args(argv)
 
+    if args.table:
+        print(HEADER)
+        for row in json.loads(Path(args.table).read_text())["runs"]:
+            print(table_row(row))
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     clip = None if args.live_encode else prepare_clip(args.clip_seconds)
     out = Path(args.out) if args.out else RESULTS / f"run-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -364,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                            "publisher": "pre-encoded clip, -re -c copy" if clip else "live libx264 encode",
                            "runs": []}
     print(HEADER)
-    for n in args.players:
-        row = run_one(n, args, clip)
+    for n, k in [(n, k) for n in args.players for k in range(args.repeat)]:
+        row = run_one(n, args, clip, f"{out.stem}-{n}-{k + 1}")
         doc["runs"].append(row)
         out.write_text(json.dumps(doc, indent=1))
         print(table_row(row), flush=True)
