@@ -18,8 +18,12 @@ from mediasrv.core.context import Core
 from mediasrv.hooks.client import HookClient
 from mediasrv.hooks.outbox import Outbox
 from mediasrv.hooks.service import hooks_configured
+from mediasrv.http.hls import HlsService
 from mediasrv.http.site import build_site
+from mediasrv.record.recorder import RecordService
 from mediasrv.rtmp.protocol import RtmpFactory
+from mediasrv.rtsp.protocol import RtspFactory
+from mediasrv.shell.realm import ShellFactory
 
 log = Logger()
 
@@ -57,6 +61,9 @@ class MediaServer(MultiService):
         self.core = Core.build(config, clock, self.hook_client, outbox)
         if outbox is not None:
             outbox.stampers["zlm"] = self.core.hooks.zlm.stamp
+        # per-stream outputs that are not listeners: HLS muxing, MP4 recording
+        self.hls = HlsService.of(self.core)
+        self.record = RecordService.of(self.core)
         # listener name → (config key, interface, port) for error messages
         self.listeners: dict[str, tuple[str, str, int]] = {}
         ip = config.general.listen_ip
@@ -65,10 +72,18 @@ class MediaServer(MultiService):
         if config.rtmp.sslport:
             self._listen("rtmps", "[rtmp] sslport", ip, config.rtmp.sslport, RtmpFactory(self.core, secure=True),
                          tls=True)
+        if config.rtsp.port:
+            self._listen("rtsp", "[rtsp] port", ip, config.rtsp.port, RtspFactory(self.core, reactor))
+        if config.rtsp.sslport:
+            self._listen("rtsps", "[rtsp] sslport", ip, config.rtsp.sslport, RtspFactory(self.core, reactor, secure=True),
+                         tls=True)
         if config.http.port:
             self._listen("http", "[http] port", ip, config.http.port, build_site(self.core))
         if config.http.sslport:
             self._listen("https", "[http] sslport", ip, config.http.sslport, build_site(self.core), tls=True)
+        if config.shell.port:
+            self._listen("shell", "[shell] port", config.shell.interface, config.shell.port,
+                         ShellFactory(self.core, reactor, namespace={"server": self}))
 
     def _listen(self, name: str, key: str, ip: str, port: int, factory: Any, tls: bool = False) -> None:
         if tls:
@@ -105,7 +120,10 @@ class MediaServer(MultiService):
         for session in self.core.sessions:
             session.kick("server shutting down")
         self.core.registry.close_all("server shutting down")
-        d = self.core.hooks.stop()
+        self.hls.stop()
+        # recordings being finished are complete (and announced) before the hooks stop
+        d = self.record.stop()
+        d.addBoth(lambda _: self.core.hooks.stop())
         d.addBoth(lambda _: super(MediaServer, self).stopService())
         if self.hook_client is not None:
             d.addBoth(lambda _: self.hook_client.close() if self.hook_client else None)

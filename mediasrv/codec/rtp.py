@@ -20,8 +20,9 @@ and return complete access units.  Nothing here imports Twisted.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TypeAlias
 
 from mediasrv.codec.bits import CodecError
 
@@ -33,6 +34,7 @@ __all__ = [
     "H265Depacketizer",
     "ReceiverReport",
     "ReportBlock",
+    "RtcpItem",
     "RtcpPacket",
     "RtpError",
     "RtpPacket",
@@ -250,7 +252,7 @@ class RtcpPacket:
     body: bytes
 
 
-RtcpItem = SenderReport | ReceiverReport | Bye | RtcpPacket
+RtcpItem: TypeAlias = SenderReport | ReceiverReport | Bye | RtcpPacket
 
 
 def _report_blocks(body: bytes, pos: int, count: int) -> tuple[ReportBlock, ...]:

@@ -17,7 +17,7 @@ from mediasrv.core.stream import Stream
 from mediasrv.hooks.client import HookClient
 from mediasrv.hooks.model import AccessRequest, AllowAll, Decision, Gate
 from mediasrv.hooks.outbox import Outbox
-from mediasrv.hooks.service import HookService
+from mediasrv.hooks.service import AccessDenied, HookService
 
 log = Logger()
 
@@ -52,12 +52,17 @@ class Core:
         core.gate = core.hooks
         return core
 
+    def rtsp_realm(self, request: AccessRequest) -> defer.Deferred[str]:
+        return self.hooks.rtsp_realm(request)
+
+    def rtsp_auth(self, request: AccessRequest, user: str, realm: str,
+                  must_no_encrypt: bool) -> defer.Deferred[tuple[bool, str]]:
+        return self.hooks.rtsp_auth(request, user, realm, must_no_encrypt)
+
     def at_capacity(self) -> bool:
         return len(self.sessions) >= self.config.general.maxConnections
 
 
-class AccessDenied(Exception):
-    """The gate said no; ``str`` is the backend's reason."""
 
 
 def _play_allowed(decision: Decision, core: Core, request: AccessRequest) -> Stream | defer.Deferred[Stream]:
@@ -94,8 +99,18 @@ def _play_allowed(decision: Decision, core: Core, request: AccessRequest) -> Str
 def _publish_allowed(decision: Decision, core: Core, request: AccessRequest, publisher: SessionInfo) -> Stream:
     if not decision.allowed:
         raise AccessDenied(decision.reason or "publish denied")
-    stream = core.registry.publish(core.registry.key(request.vhost, request.app, request.stream), publisher)
-    stream.options.update(decision.options)
+    options: dict[str, Any] = dict(decision.options)
+    # on_publish replies carry text; the registry reads continue_push_ms as ms (an int)
+    if "continue_push_ms" in options:
+        try:
+            options["continue_push_ms"] = max(0, int(float(options["continue_push_ms"])))
+        except ValueError:
+            log.warn("on_publish reply: continue_push_ms={v!r} is not a number; ignored", v=options["continue_push_ms"])
+            del options["continue_push_ms"]
+    # stream_replace: the stream is registered (and played) under this name instead
+    name = str(options.get("stream_replace") or "").strip() or request.stream
+    stream = core.registry.publish(core.registry.key(request.vhost, request.app, name), publisher)
+    stream.options.update(options)
     return stream
 
 

@@ -110,5 +110,15 @@ class StreamReader:
             self.stream = None
         self.stopProducing()
 
+    def viewer_count(self) -> int:
+        """How many viewers this reader stands for: 1 for a player; a muxer
+        serving many clients (HLS) counts its clients, a recorder none.  The
+        no-reader logic (on_stream_none_reader, auto_close) sums these."""
+        return 1
+
+    def viewer_sessions(self) -> list[SessionInfo]:
+        """The player sessions behind this reader (the APIs list them)."""
+        return [self.session] if self.session is not None else []
+
     def describe(self) -> dict[str, Any]:
         return {"queued_frames": len(self._queue), "dropped_frames": self.dropped_frames}

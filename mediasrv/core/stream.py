@@ -129,11 +129,13 @@ class Stream:
         self.frames_in += 1
         self.bytes_in += len(frame.payload)
         self.gop.add(frame)
-        if not self.ready:
-            self.ready = True
-            self._on_ready(self)
         for reader in self.readers:
             reader.push(frame)
+        if not self.ready:
+            # after the fan-out: players waiting for the stream attach now and
+            # get this frame from the GOP cache, exactly once
+            self.ready = True
+            self._on_ready(self)
 
     def publisher_returned(self) -> None:
         """A publisher took the stream over inside its continue_push window."""
@@ -153,6 +155,16 @@ class Stream:
         except ValueError:
             return
         self._on_readers_changed(self)
+
+    def readers_changed(self) -> None:
+        """A reader's viewer count changed (an HLS muxer gained or lost a
+        viewer): tell the registry's listeners, as add/remove_reader do."""
+        self._on_readers_changed(self)
+
+    @property
+    def viewer_count(self) -> int:
+        """Viewers behind all readers (see ``StreamReader.viewer_count``)."""
+        return sum(r.viewer_count() for r in self.readers)
 
     def close(self, reason: str) -> None:
         """End the stream for every reader."""

@@ -78,11 +78,43 @@ class HookClient:
         problem, including the deadline (``timeout`` seconds on our clock)."""
         hdrs: dict[bytes | str, bytes | str] = {"User-Agent": self.user_agent}
         hdrs.update(headers or {})
-        d: defer.Deferred[Any] = self.http.request(method, url, data=body, headers=hdrs, allow_redirects=False)
-        d.addCallback(self._read)
-        d.addTimeout(timeout, self.clock)
-        d.addErrback(self._transport_error, timeout)
-        return d
+        inner: defer.Deferred[Any] = self.http.request(method, url, data=body, headers=hdrs, allow_redirects=False)
+        inner.addCallback(self._read)
+        # Our own deadline and cancellation flags: cancelling a request in
+        # flight makes twisted.web fail it with ResponseNeverReceived (not
+        # CancelledError), which must not look like a transport failure to a
+        # caller that retries (an @inlineCallbacks caller resumes with that
+        # error after being cancelled).  So a cancel from outside fails the
+        # returned Deferred with CancelledError, the deadline with
+        # HookTransportError, whatever twisted.web reports.
+        state: dict[str, bool] = {}
+
+        def cancel(_: defer.Deferred[HookResponse]) -> None:
+            state["cancelled"] = True
+            inner.cancel()
+
+        outer: defer.Deferred[HookResponse] = defer.Deferred(cancel)
+
+        def deadline() -> None:
+            state["timed_out"] = True
+            inner.cancel()
+
+        timer = self.clock.callLater(timeout, deadline)
+
+        def settle(result: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if outer.called or state.get("cancelled"):
+                return  # Deferred.cancel fails ``outer`` with CancelledError
+            if state.get("timed_out"):
+                outer.errback(HookTransportError(f"no reply within {timeout:g} s"))
+            elif isinstance(result, Failure):
+                outer.errback(self._transport_error(result, timeout))
+            else:
+                outer.callback(result)
+
+        inner.addBoth(settle)
+        return outer
 
     def _read(self, response: IResponse) -> defer.Deferred[HookResponse]:
         done: defer.Deferred[bytes] = defer.Deferred()

@@ -27,6 +27,16 @@ def _protocol(protocol: str) -> str:
     return {"http-flv": "flv", "ws-flv": "flv", "rtmps": "rtmp", "rtsps": "rtsp"}.get(protocol, protocol)
 
 
+def _request_protocol(req: AccessRequest) -> str:
+    """The protocol name of a gated request, as the session's (and NMS's): HTTP-FLV and WS-FLV
+    players are ``flv`` (the request carries ZLMediaKit's schema ``rtmp`` + transport ``http``/``ws``)."""
+    if req.schema == "rtmp" and req.protocol in ("http", "https", "ws", "wss"):
+        return "flv"
+    if req.schema.startswith("hls"):
+        return "hls"
+    return _protocol(req.protocol)
+
+
 class NmsDialect:
     name = "nms"
 
@@ -45,7 +55,7 @@ class NmsDialect:
             return []
         action = "postPublish" if req.action is Action.PUBLISH else "postPlay"
         body = {"id": req.session_id, "ip": req.ip, "app": req.app, "name": req.stream,
-                "query": query_object(req.params), "action": action, "protocol": _protocol(req.protocol),
+                "query": query_object(req.params), "action": action, "protocol": _request_protocol(req),
                 "createtime": created_ms, "endtime": 0, "inbytes": 0, "outbytes": 0}
         return [[self._call(action, body)]]
 

@@ -147,4 +147,9 @@ class OclpDialect:
                          decode=decode_relay)
 
     def proc_call(self) -> HookCall | None:
-        return self.call("proc", "start", "", "", "", "", "", extra={"worker_id": "0"})
+        """PingOS sends ``URL?call=init_process&worker_id=N`` at process start, nothing else."""
+        hook = self.hooks.get("proc")
+        if hook is None:
+            return None
+        return HookCall("oclp", "proc.start", hook.url, {"call": "init_process", "worker_id": "0"}, hook.timeout,
+                        self.cfg.on_failure, method="GET")

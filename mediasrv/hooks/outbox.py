@@ -119,7 +119,9 @@ class Outbox:
         self._pump()
 
     def _drop_oldest(self) -> bool:
-        candidates = [(q[0], k) for k, q in self._queues.items() if q and k not in self._inflight]
+        # the oldest row not being sent right now (a queue's head may be in flight)
+        candidates = [(q[1] if k in self._inflight else q[0], k) for k, q in self._queues.items()
+                      if len(q) > (1 if k in self._inflight else 0)]
         if not candidates:
             return False
         row_id, key = min(candidates)

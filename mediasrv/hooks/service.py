@@ -33,13 +33,17 @@ from mediasrv.hooks.nms import NmsDialect
 from mediasrv.hooks.oclp import OclpDialect
 from mediasrv.hooks.outbox import Outbox
 from mediasrv.hooks.srs import SrsDialect
-from mediasrv.hooks.zlm import ZlmDialect
+from mediasrv.hooks.zlm import UNAUTHED_REALM, ZlmDialect
 
 if TYPE_CHECKING:
     from mediasrv.core.context import Core
     from mediasrv.core.stream import Stream, StreamKey
 
 log = Logger()
+
+
+class AccessDenied(Exception):
+    """A hook refused (re-exported by mediasrv.core.context)."""
 
 
 def _not_delivered(failure: Failure, hook: str) -> None:
@@ -157,7 +161,7 @@ class HookService:
         if first_client:
             call = self.oclp.stream_call("start", state.domain, request.app, request.stream, request.session_id)
             if call is not None:
-                chains.append(("oclp", [call]))
+                chains.append(("oclp_stream", [call]))  # tagged: a refused gate must close what it opened
         if not chains:
             self._gate_passed(request, state, key, set(self.DIALECTS))
             return defer.succeed(ALLOW)
@@ -175,6 +179,10 @@ class HookService:
             allowed_by = {name for name, d in results if d.allowed}
             for name in allowed_by - {name for name, d in results if not d.allowed}:
                 state.started.setdefault(name, set()).add(request.action)
+            # an oclp "stream start" this client caused is paired with its "stream done"
+            if "oclp_stream" in allowed_by and not self._stream_clients.get(key):
+                self._notify_all([self.oclp.stream_call("done", state.domain, request.app, request.stream,
+                                                        request.session_id)], str(key))
             return Decision(False, denied[0].reason)
         options: dict[str, str] = {}
         for _, d in results:
@@ -257,6 +265,36 @@ class HookService:
         if len(lat) > 1000:
             del lat[:500]
 
+    # -- RTSP native auth (ZLMediaKit on_rtsp_realm / on_rtsp_auth) -----------------------
+    def rtsp_realm(self, request: AccessRequest) -> defer.Deferred[str]:
+        """The realm to challenge with; "" = no RTSP auth (the play gate decides).
+        A failed call yields ZLMediaKit's ``unAuthedRealm``, whose auth always fails."""
+        call = self.zlm.rtsp_realm(request)
+        if call is None:
+            return defer.succeed("")
+
+        def realm_of(decision: Decision) -> str:
+            if not decision.allowed:
+                return UNAUTHED_REALM
+            return decision.options.get("realm", "")
+
+        return self.call(call).addCallback(realm_of)
+
+    def rtsp_auth(self, request: AccessRequest, user: str, realm: str,
+                  must_no_encrypt: bool) -> defer.Deferred[tuple[bool, str]]:
+        """``(encrypted, passwd)`` for ``user``: the plain password, or
+        md5(user:realm:password) when encrypted.  Fails when it can't be had."""
+        call = self.zlm.rtsp_auth(request, user, realm, must_no_encrypt)
+        if call is None or realm == UNAUTHED_REALM:
+            return defer.fail(AccessDenied(f"no password for {user!r} (on_rtsp_auth unavailable)"))
+
+        def answer(decision: Decision) -> tuple[bool, str]:
+            if not decision.allowed or "passwd" not in decision.options:
+                raise AccessDenied(decision.reason or "on_rtsp_auth refused")
+            return decision.options.get("encrypted") == "1", decision.options["passwd"]
+
+        return self.call(call).addCallback(answer)
+
     # -- on_stream_not_found ---------------------------------------------------------
     def stream_not_found(self, request: AccessRequest) -> defer.Deferred[bool]:
         """True when the backend says the waiting player should fail at once."""
@@ -266,6 +304,22 @@ class HookService:
         return self.call(call).addCallback(lambda d: d.allowed)
 
     # -- notifications -----------------------------------------------------------------
+    def notify(self, calls: list[HookCall | None], key: str) -> None:
+        """Send notifications (replies ignored) through the durable outbox, in
+        order per ``key`` (a stream key for stream events); None entries (a
+        dialect without that hook) are skipped."""
+        self._notify_all(calls, key)
+
+    def tc_url(self, session_id: str) -> str:
+        """The tcUrl a live session presented at its gate ("" if none)."""
+        state = self._sessions.get(session_id)
+        return state.tc_url if state is not None else ""
+
+    def oclp_domain(self, session_id: str) -> str:
+        """The PingOS ``domain`` of a live session (its tcUrl host, else its vhost)."""
+        state = self._sessions.get(session_id)
+        return state.domain if state is not None else ""
+
     def _notify_all(self, calls: list[HookCall | None], key: str) -> None:
         for call in calls:
             if call is None:
@@ -358,14 +412,14 @@ class HookService:
         timer = self._none_reader.pop(key, None)
         if timer is not None and timer.active():
             timer.cancel()
-        if stream.readers or stream.closed:
+        if stream.viewer_count or stream.closed:
             return
         delay = self.core.config.general.streamNoneReaderDelayMS / 1000.0
         self._none_reader[key] = self.clock.callLater(delay, self._no_reader, stream)
 
     def _no_reader(self, stream: Stream) -> None:
         self._none_reader.pop(stream.key, None)
-        if stream.readers or stream.closed:
+        if stream.viewer_count or stream.closed:
             return
         auto = stream.options.get("auto_close")
         auto_close = self.core.config.protocol.auto_close if auto is None else auto not in ("0", "false")
@@ -379,7 +433,7 @@ class HookService:
             return
 
         def decided(decision: Decision) -> None:
-            if decision.allowed and not stream.readers and not stream.closed:
+            if decision.allowed and not stream.viewer_count and not stream.closed:
                 log.info("stream {key} closed by on_stream_none_reader", key=str(stream.key))
                 self.core.registry.close_stream(stream.key, "no reader (on_stream_none_reader)")
 

@@ -73,13 +73,33 @@ def decode_close_reply(response: HookResponse) -> Decision:
     return Decision(bool(obj["code"] == 0 and obj.get("close") is True))
 
 
+UNAUTHED_REALM = "unAuthedRealm"
+
+
+def decode_realm_reply(response: HookResponse) -> Decision:
+    """on_rtsp_realm: ``options["realm"]`` (empty: no RTSP auth)."""
+    obj = _json_object(response)
+    if obj["code"] != 0:
+        return Decision(False, str(obj.get("msg") or f"code {obj['code']}"))
+    return Decision(True, options={"realm": str(obj.get("realm") or "")})
+
+
+def decode_auth_reply(response: HookResponse) -> Decision:
+    """on_rtsp_auth: ``options`` carry ``encrypted`` ("1"/"0") and ``passwd``."""
+    obj = _json_object(response)
+    if obj["code"] != 0:
+        return Decision(False, str(obj.get("msg") or f"code {obj['code']}"))
+    return Decision(True, options={"encrypted": "1" if obj.get("encrypted") is True else "0",
+                                   "passwd": str(obj.get("passwd") or "")})
+
+
 def media_info(req: AccessRequest) -> dict[str, Any]:
     return {"schema": req.schema, "protocol": req.protocol, "vhost": req.vhost, "app": req.app,
             "stream": req.stream, "params": req.params, "ip": req.ip, "port": req.port, "id": req.session_id}
 
 
 def session_media_info(s: SessionInfo, schema: str) -> dict[str, Any]:
-    transport = {"http-flv": "http", "ws-flv": "ws"}.get(s.protocol, s.protocol)
+    transport = {"http-flv": "http", "ws-flv": "ws", "hls": "http"}.get(s.protocol, s.protocol)
     return {"schema": schema, "protocol": transport, "vhost": s.vhost, "app": s.app, "stream": s.stream,
             "params": s.params, "ip": s.peer_ip, "port": s.peer_port, "id": s.id}
 
@@ -115,9 +135,10 @@ def media_source_json(stream: Stream, schema: str, now: float) -> dict[str, Any]
         "schema": schema, "vhost": stream.key.vhost, "app": stream.key.app, "stream": stream.key.stream,
         "params": stream.params, "createStamp": int(stream.created),
         "aliveSecond": int(now - stream.created), "bytesSpeed": 0, "totalBytes": stream.bytes_in,
-        "readerCount": len(readers), "totalReaderCount": len(stream.readers),
+        "readerCount": sum(r.viewer_count() for r in readers), "totalReaderCount": stream.viewer_count,
         "originType": origin[0], "originTypeStr": origin[1], "originUrl": "",
-        "isRecordingMP4": False, "isRecordingHLS": False,
+        "isRecordingMP4": any(getattr(r, "schema", "") == "mp4" for r in stream.readers),
+        "isRecordingHLS": any(getattr(r, "schema", "") == "hls" for r in stream.readers),
         "originSock": None if pub is None else {"identifier": pub.id, "local_ip": "", "local_port": pub.local_port,
                                                 "peer_ip": pub.peer_ip, "peer_port": pub.peer_port},
         "tracks": tracks_json(stream),
@@ -157,10 +178,20 @@ class ZlmDialect:
             call = self.call("on_publish", {**media_info(req), "originType": origin[0],
                                             "originTypeStr": origin[1]}, decode_publish_reply)
         elif req.action is Action.PLAY:
-            call = self.call("on_play", media_info(req))
+            # RTSP players that passed on_rtsp_realm/on_rtsp_auth skip on_play,
+            # as in ZLMediaKit (hooks.md §1.4)
+            rtsp_authed = req.schema == "rtsp" and bool(req.user)
+            call = None if rtsp_authed else self.call("on_play", media_info(req))
         else:
             call = None
         return [[call]] if call else []
+
+    def rtsp_realm(self, req: AccessRequest) -> HookCall | None:
+        return self.call("on_rtsp_realm", media_info(req), decode_realm_reply)
+
+    def rtsp_auth(self, req: AccessRequest, user: str, realm: str, must_no_encrypt: bool) -> HookCall | None:
+        return self.call("on_rtsp_auth", {**media_info(req), "user_name": user, "must_no_encrypt": must_no_encrypt,
+                                          "realm": realm}, decode_auth_reply)
 
     def stream_not_found(self, req: AccessRequest) -> HookCall | None:
         return self.call("on_stream_not_found", media_info(req), decode_close_reply)

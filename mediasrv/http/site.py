@@ -16,6 +16,8 @@ from twisted.web.server import Request, Site
 
 from mediasrv.core.context import Core
 from mediasrv.http.flv import parse_flv_path, render_flv
+from mediasrv.http.hls import HlsService, parse_playlist_path, parse_segment_path
+from mediasrv.http.static import StaticFiles, match_any
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,31 @@ class Route:
     methods: tuple[bytes, ...] = (b"GET", b"HEAD")
 
 
+def admin_routes(core: Core) -> list[Route]:
+    """The APIs (ZLMediaKit, SRS, Nimble styles), /metrics and the console."""
+    from mediasrv.http.api_nimble import nimble_routes
+    from mediasrv.http.api_srs import srs_routes
+    from mediasrv.http.api_zlm import zlm_routes
+    from mediasrv.http.console import console_routes
+    from mediasrv.http.metrics import metrics_routes
+
+    return [*zlm_routes(core), *srs_routes(core), *nimble_routes(core), *metrics_routes(core),
+            *console_routes(core)]
+
+
 def flv_routes(core: Core) -> list[Route]:
     return [Route("flv", parse_flv_path, lambda request, app, stream: render_flv(core, request, app, stream))]
+
+
+def hls_routes(core: Core) -> list[Route]:
+    hls = HlsService.of(core)
+    return [Route("hls", parse_playlist_path, lambda request, app, stream: hls.render(request, app, stream, None)),
+            Route("hls-segment", parse_segment_path, hls.render)]
+
+
+def static_routes(core: Core) -> list[Route]:
+    """Files under http.rootPath: matches every path, so it must come last."""
+    return [Route("static", match_any, StaticFiles(core).render)]
 
 
 class RootResource(Resource):
@@ -71,7 +96,10 @@ class RootResource(Resource):
 
 def build_site(core: Core) -> Site:
     routes: list[Route] = []
+    routes += admin_routes(core)
     routes += flv_routes(core)
+    routes += hls_routes(core)
+    routes += static_routes(core)  # matches every path: keep it last
     site = Site(RootResource(core, routes))
     site.displayTracebacks = False
     return site

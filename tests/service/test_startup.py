@@ -22,14 +22,14 @@ def test_plugin_is_discovered() -> None:
 
 
 def test_make_service_structure_on_memory_reactor() -> None:
-    cfg = config.load(overrides=["rtmp.port=1999", "http.port=8999"])
+    cfg = config.load(overrides=["rtmp.port=1999", "http.port=8999", "rtsp.port=8998", "shell.port=0"])
     svc = MediaServer(cfg, MemoryReactorClock())
-    assert [s.name for s in svc] == ["rtmp", "http"]
+    assert [s.name for s in svc] == ["rtmp", "rtsp", "http"]
     svc.privilegedStartService()
     svc.startService()
     reactor = svc.reactor
     ports = sorted(p[0] for p in reactor.tcpServers)
-    assert ports == [1999, 8999]
+    assert ports == [1999, 8998, 8999]
     assert {p[3] for p in reactor.tcpServers} == {"0.0.0.0"}
     svc.stopService()
 

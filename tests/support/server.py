@@ -49,6 +49,8 @@ class Server:
     rtmp_port: int
     http_port: int
     log_path: Path
+    rtsp_port: int = 0
+    shell_port: int = 0
 
     @property
     def rtmp(self) -> str:
@@ -57,6 +59,10 @@ class Server:
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def rtsp(self) -> str:
+        return f"rtsp://127.0.0.1:{self.rtsp_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -77,19 +83,20 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
 
 @contextmanager
 def running_server(workdir: Path, *sets: str) -> Iterator[Server]:
-    rtmp_port, http_port = free_port(), free_port()
+    rtmp_port, http_port, rtsp_port, shell_port = free_port(), free_port(), free_port(), free_port()
     log_path = workdir / "twistd.log"
     args = ["--set", "general.listen_ip=127.0.0.1", "--set", f"rtmp.port={rtmp_port}",
-            "--set", f"http.port={http_port}"]
+            "--set", f"http.port={http_port}", "--set", f"rtsp.port={rtsp_port}", "--set", f"shell.port={shell_port}"]
     for s in sets:
         args += ["--set", s]
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(twistd_command() + ["-n", "--pidfile=", f"--logfile={log_path}", "mediasrv", *args],
                                 cwd=workdir, env=server_env(), stdout=logf, stderr=subprocess.STDOUT)
-    server = Server(proc, rtmp_port, http_port, log_path)
+    server = Server(proc, rtmp_port, http_port, log_path, rtsp_port, shell_port)
     try:
         wait_port(rtmp_port, proc)
         wait_port(http_port, proc)
+        wait_port(rtsp_port, proc)
         yield server
     finally:
         if proc.poll() is None:
