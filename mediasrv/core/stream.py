@@ -129,7 +129,8 @@ class Stream:
         self.frames_in += 1
         self.bytes_in += len(frame.payload)
         self.gop.add(frame)
-        for reader in self.readers:
+        # a snapshot: a reader may leave (its socket failed) while we push
+        for reader in tuple(self.readers):
             reader.push(frame)
         if not self.ready:
             # after the fan-out: players waiting for the stream attach now and

@@ -8,9 +8,11 @@ gate allowed.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -24,9 +26,9 @@ from mediasrv.core.context import AccessDenied, Core, start_play, start_publish
 from mediasrv.core.frames import Codec, MediaFrame, TrackKind
 from mediasrv.core.reader import StreamReader
 from mediasrv.core.registry import StreamBusy, StreamNotFound
-from mediasrv.core.sessions import Role
+from mediasrv.core.sessions import Role, SessionInfo
 from mediasrv.core.stream import Stream
-from mediasrv.hooks.model import AccessRequest, Action
+from mediasrv.hooks.model import AccessRequest, Action, Decision
 from mediasrv.rtmp import messages as m
 from mediasrv.rtmp.chunks import ChunkError, ChunkReader, RtmpMessage, encode_message
 from mediasrv.rtmp.handshake import HandshakeError, ServerHandshake
@@ -52,7 +54,7 @@ class RtmpPlayer(StreamReader):
         super().__init__(max_queue_bytes, proto.session)
         self.proto = proto
         self.msid = msid
-        self._mux_key = ("rtmp", msid)
+        self.mux_key = f"rtmp:{msid}"  # the key of this player's chunks in MediaFrame.muxed
 
     def send_headers(self, stream: Stream) -> None:
         proto = self.proto
@@ -65,7 +67,7 @@ class RtmpPlayer(StreamReader):
         proto.write(b"".join(out))
 
     def send_frame(self, frame: MediaFrame) -> None:
-        data: bytes | None = frame.muxed.get(self._mux_key)
+        data: bytes | None = frame.muxed.get(self.mux_key)
         if data is None:
             if frame.kind is TrackKind.VIDEO:
                 type_id, csid = m.VIDEO, m.CSID_VIDEO
@@ -73,7 +75,7 @@ class RtmpPlayer(StreamReader):
                 type_id, csid = m.AUDIO, m.CSID_AUDIO
             data = encode_message(csid, type_id, self.msid, frame.dts & 0xFFFFFFFF, flvmux.frame_body(frame),
                                   OUT_CHUNK_SIZE)
-            frame.muxed[self._mux_key] = data
+            frame.muxed[self.mux_key] = data
         self.proto.write(data)
 
     def stream_ended(self, reason: str) -> None:
@@ -87,7 +89,7 @@ class RtmpServerProtocol(Protocol):
         cfg = core.config.rtmp
         self.handshake = ServerHandshake(server_time=0)
         self.reader = ChunkReader(max_message_size=cfg.maxMessageSize)
-        self.session = None  # type: ignore[assignment]
+        self.session: SessionInfo = None  # type: ignore[assignment]  # set in connectionMade
         self.app = ""
         self.app_params = ""
         self.tc_url = ""
@@ -96,6 +98,7 @@ class RtmpServerProtocol(Protocol):
         self.peer_window = 0
         self.last_ack = 0
         self.next_stream_id = 1
+        self.app_connected = False
         self.publishing: Stream | None = None
         self.publish_msid = 0
         self.player: RtmpPlayer | None = None
@@ -152,6 +155,11 @@ class RtmpServerProtocol(Protocol):
             self._close(abort=True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.closing and reason.check(SSL.Error):
+            # Garbage on the RTMPS port (plain RTMP, HTTP, a scanner) never
+            # reaches dataReceived: TLS itself refuses it.
+            log.warn("rtmp session {sid} from {ip}:{port}: TLS failed: {why}; closing", sid=self.session.id,
+                     ip=self.session.peer_ip, port=self.session.peer_port, why=reason.getErrorMessage())
         self.closing = True
         for call in (self._timer, self._abort_call):
             if call is not None and call.active():
@@ -160,7 +168,7 @@ class RtmpServerProtocol(Protocol):
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.cancel()
-        self._stop_playing()
+        self._stop_playing(connected=False)
         self._stop_publishing(abrupt=True)
         if self.session is not None:
             self.core.sessions.close(self.session)
@@ -257,7 +265,9 @@ class RtmpServerProtocol(Protocol):
             handler: Callable[[m.Command, RtmpMessage], None] | None = None
             if name.isidentifier():
                 handler = getattr(self, "rtmp_" + name, None)
-            (handler or self.rtmp_unknown)(cmd, msg)
+            if not callable(handler):
+                handler = self.rtmp_unknown
+            handler(cmd, msg)
         elif t == m.DATA_AMF0 or t == m.DATA_AMF3:
             self.on_data(msg)
         elif t == m.AGGREGATE:
@@ -280,6 +290,8 @@ class RtmpServerProtocol(Protocol):
 
     # -- NetConnection commands --------------------------------------------------
     def rtmp_connect(self, cmd: m.Command, msg: RtmpMessage) -> None:
+        if self.app_connected or self.pending is not None:
+            raise ValueError("connect sent twice on one connection")
         obj = cmd.command_object if isinstance(cmd.command_object, dict) else {}
         app_raw = str(obj.get("app", "") or "")
         self.tc_url = str(obj.get("tcUrl", "") or "")
@@ -289,15 +301,42 @@ class RtmpServerProtocol(Protocol):
         if not self.app_params and "?" in self.tc_url:
             self.app_params = self.tc_url.partition("?")[2]
         self.vhost = urlsplit(self.tc_url).hostname or "" if self.tc_url else ""
-        self.session.app = self.app
-        self.session.params = self.app_params
+        s = self.session
+        s.app = self.app
+        s.params = self.app_params
+        s.vhost = self.core.registry.key(self._vhost_for(self.app_params), self.app, "").vhost
+        # The connect gate (SRS on_connect); other dialects do not gate it.
+        request = AccessRequest(Action.CONNECT, "rtmp", s.protocol, s.vhost, self.app, "", self.app_params,
+                                s.peer_ip, s.peer_port, s.id, tc_url=self.tc_url, page_url=self.page_url)
+        self.pending = d = self.core.gate.authorize(request)
+        d.addCallbacks(self._connect_decided, self._connect_failed, callbackArgs=(cmd, obj))
+
+    def _connect_decided(self, decision: Decision, cmd: m.Command, obj: dict[str, Any]) -> None:
+        self.pending = None
+        if self.closing:
+            return
+        if not decision.allowed:
+            self.send_command("_error", cmd.transaction_id, None,
+                              {"level": "error", "code": "NetConnection.Connect.Rejected",
+                               "description": decision.reason or "connect refused"})
+            self.refuse(f"connect to {self.app!r} refused: {decision.reason}")
+            return
+        self.app_connected = True
         self.write(b"".join((m.window_ack_size(WINDOW_ACK_SIZE), m.set_peer_bandwidth(WINDOW_ACK_SIZE, 2),
                              m.set_chunk_size(OUT_CHUNK_SIZE))))
         props = {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0}
+        encoding = obj.get("objectEncoding", 0)  # any AMF value may arrive here
         info: dict[str, Any] = {"level": "status", "code": "NetConnection.Connect.Success",
                                 "description": "Connection succeeded.",
-                                "objectEncoding": float(obj.get("objectEncoding", 0) or 0)}
+                                "objectEncoding": float(encoding) if isinstance(encoding, (int, float)) else 0.0}
         self.send_command("_result", cmd.transaction_id, props, info)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self.pending = None
+        if failure.check(defer.CancelledError) or self.closing:
+            return
+        log.failure("rtmp session {sid}: connect check failed", failure, sid=self.session.id)
+        self.refuse("connect check failed")
 
     def rtmp_createStream(self, cmd: m.Command, msg: RtmpMessage) -> None:
         sid = self.next_stream_id
@@ -417,14 +456,17 @@ class RtmpServerProtocol(Protocol):
         payload = msg.payload
         if msg.type_id == m.VIDEO:
             pkt = flv.parse_video(payload)
+            codec = pkt.codec
+            if codec is None:  # an enhanced command frame: nothing to carry
+                return
             if pkt.kind == "config":
-                stream.set_track(flvmux.track_from_config(pkt.codec, pkt.data))
+                stream.set_track(flvmux.track_from_config(codec, pkt.data))
                 return
             if pkt.kind != "frame" or stream.video is None:
                 return
-            frame = MediaFrame(pkt.codec, msg.timestamp, msg.timestamp + pkt.cts, pkt.keyframe, pkt.data)
+            frame = MediaFrame(codec, msg.timestamp, msg.timestamp + pkt.cts, pkt.keyframe, pkt.data)
             # An FLV body in the form we would build anyway is passed through as is.
-            if pkt.codec is Codec.H264 and not payload[0] & 0x80 or pkt.codec is Codec.H265 and payload[0] & 0x80:
+            if codec is Codec.H264 and not payload[0] & 0x80 or codec is Codec.H265 and payload[0] & 0x80:
                 frame.muxed[flvmux.FLV_BODY] = payload
         else:
             apkt = flv.parse_audio(payload)
@@ -480,12 +522,16 @@ class RtmpServerProtocol(Protocol):
         self._stop_playing()
         self.refuse(f"stream ended: {reason}")
 
-    def _stop_playing(self) -> None:
+    def _stop_playing(self, connected: bool = True) -> None:
+        """Leave the stream.  The producer registered in _start_play is
+        unregistered here whatever the transport: a TLS transport keeps it as
+        ``_producer`` (not ``producer``), and while one is registered its
+        loseConnection never shuts TLS down."""
         player, self.player = self.player, None
         if player is not None:
             player.detach()
-            if self.transport is not None and getattr(self.transport, "producer", None) is player:
-                self.transport.unregisterProducer()  # type: ignore[union-attr]
+            if connected and self.transport is not None:
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
 
 
 class RtmpFactory(Factory):

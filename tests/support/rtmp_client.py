@@ -19,10 +19,13 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.test import iosim
 
 from mediasrv.codec import amf0
 from mediasrv.core.context import Core
@@ -30,7 +33,7 @@ from mediasrv.core.sessions import SessionInfo
 from mediasrv.rtmp import messages as m
 from mediasrv.rtmp.chunks import DEFAULT_CHUNK_SIZE, MAX_MESSAGE_LENGTH, ChunkReader, RtmpMessage, encode_message
 from mediasrv.rtmp.handshake import ClientHandshake
-from mediasrv.rtmp.protocol import RtmpServerProtocol
+from mediasrv.rtmp.protocol import RtmpFactory, RtmpServerProtocol
 
 
 class ClosingTransport(StringTransport):
@@ -61,11 +64,11 @@ class ClosingTransport(StringTransport):
         self.disconnected = True
         self.loseConnection()
 
-    def peer_drops(self) -> None:
-        """The peer vanishes (TCP reset): ``connectionLost`` at once."""
+    def peer_drops(self, reason: Exception | None = None) -> None:
+        """The peer vanishes (TCP reset, a TLS error): ``connectionLost`` at once."""
         if self._close_call is not None and self._close_call.active():
             self._close_call.cancel()
-        self._deliver(ConnectionLost("peer went away"))
+        self._deliver(reason if reason is not None else ConnectionLost("peer went away"))
 
     def _deliver(self, reason: Exception) -> None:
         self._close_call = None
@@ -93,11 +96,8 @@ class RtmpTestClient:
         self.core = core
         self.clock: Clock = core.clock
         self.byte_by_byte = byte_by_byte
-        self.proto = RtmpServerProtocol(core, secure)
-        self.transport = ClosingTransport(self.clock, IPv4Address("TCP", "127.0.0.1", port),
-                                          IPv4Address("TCP", "127.0.0.1", 1935))
-        self.transport.protocol = self.proto
-        self.proto.makeConnection(self.transport)
+        self.proto = self._connect(IPv4Address("TCP", "127.0.0.1", port), IPv4Address("TCP", "127.0.0.1", 1935),
+                                   secure)
         self.session: SessionInfo = self.proto.session
         self.handshake = ClientHandshake(digest=digest)
         self.reader = ChunkReader(max_message_size=MAX_MESSAGE_LENGTH)
@@ -106,34 +106,25 @@ class RtmpTestClient:
         self._offset = 0
         self._txn = 1.0
 
-    # -- raw I/O --------------------------------------------------------------------
-    def send(self, data: bytes, byte_by_byte: bool | None = None) -> None:
-        one = self.byte_by_byte if byte_by_byte is None else byte_by_byte
-        if one:
-            for i in range(len(data)):
-                if not self.transport.connected:
-                    break
-                self.proto.dataReceived(data[i:i + 1])
-        else:
-            self.proto.dataReceived(data)
-        self.settle()
+    # -- the wire (overridden by TlsRtmpTestClient) -------------------------------------
+    def _connect(self, peer: IPv4Address, host: IPv4Address, secure: bool) -> RtmpServerProtocol:
+        proto = RtmpServerProtocol(self.core, secure)
+        self.transport = ClosingTransport(self.clock, peer, host)
+        self.transport.protocol = proto
+        proto.makeConnection(self.transport)
+        return proto
+
+    def _feed(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def _new_output(self) -> bytes:
+        raw = self.transport.value()
+        data, self._offset = raw[self._offset:], len(raw)
+        return data
 
     def settle(self) -> None:
         """Let zero-delay calls run (a close reaching ``connectionLost``)."""
         self.clock.advance(0)
-
-    def pump(self) -> list[RtmpMessage]:
-        """Parse the server's new output; return the messages it completed."""
-        raw = self.transport.value()
-        data, self._offset = raw[self._offset:], len(raw)
-        if not self.handshake.complete:
-            self.handshake.receive_data(data)
-            if not self.handshake.complete:
-                return []
-            data = self.handshake.leftover
-        new = self.reader.feed(data)
-        self.messages += new
-        return new
 
     @property
     def closed(self) -> bool:
@@ -145,9 +136,33 @@ class RtmpTestClient:
         """``connectionLost`` has reached the server's protocol."""
         return not self.transport.connected
 
-    def drop(self) -> None:
-        """The client vanishes without a goodbye."""
-        self.transport.peer_drops()
+    def drop(self, reason: Exception | None = None) -> None:
+        """The client vanishes without a goodbye (``reason`` defaults to ConnectionLost)."""
+        self.transport.peer_drops(reason)
+
+    # -- raw I/O --------------------------------------------------------------------
+    def send(self, data: bytes, byte_by_byte: bool | None = None) -> None:
+        one = self.byte_by_byte if byte_by_byte is None else byte_by_byte
+        if one:
+            for i in range(len(data)):
+                if self.lost:
+                    break
+                self._feed(data[i:i + 1])
+        else:
+            self._feed(data)
+        self.settle()
+
+    def pump(self) -> list[RtmpMessage]:
+        """Parse the server's new output; return the messages it completed."""
+        data = self._new_output()
+        if not self.handshake.complete:
+            self.handshake.receive_data(data)
+            if not self.handshake.complete:
+                return []
+            data = self.handshake.leftover
+        new = self.reader.feed(data)
+        self.messages += new
+        return new
 
     # -- RTMP -------------------------------------------------------------------------
     def do_handshake(self) -> None:
@@ -225,3 +240,100 @@ class RtmpTestClient:
 
     def of_type(self, type_id: int) -> list[RtmpMessage]:
         return [msg for msg in self.messages if msg.type_id == type_id]
+
+
+class _Collector(Protocol):
+    """The client's application protocol under TLS: keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class TlsRtmpTestClient(RtmpTestClient):
+    """The same client over real TLS (pyOpenSSL memory BIOs on both sides,
+    Twisted's ``TLSMemoryBIOProtocol``), connected in memory by
+    ``twisted.test.iosim``: RTMPS exactly as the server runs it, including
+    how a TLS transport treats producers and closes."""
+
+    def __init__(self, core: Core, server_tls: IOpenSSLServerConnectionCreator,
+                 client_tls: IOpenSSLClientConnectionCreator, **kw: Any) -> None:
+        self._server_tls = server_tls
+        self._client_tls = client_tls
+        super().__init__(core, secure=True, **kw)
+
+    def _connect(self, peer: IPv4Address, host: IPv4Address, secure: bool) -> RtmpServerProtocol:
+        # The clock matters: TLS transports batch small writes with callLater(0).
+        server = TLSMemoryBIOFactory(self._server_tls, False, RtmpFactory(self.core, secure=True),
+                                     clock=self.clock).buildProtocol(peer)
+        self._app = _Collector()
+        client = TLSMemoryBIOFactory(self._client_tls, True, Factory.forProtocol(lambda: self._app),
+                                     clock=self.clock).buildProtocol(host)
+        self.server_io = iosim.FakeTransport(server, True, host, peer)
+        self.client_io = iosim.FakeTransport(client, False, peer, host)
+        self.io_pump = iosim.connect(server, self.server_io, client, self.client_io, clock=self.clock)
+        proto = server.wrappedProtocol
+        assert isinstance(proto, RtmpServerProtocol)
+        return proto
+
+    def _feed(self, data: bytes) -> None:
+        assert self._app.transport is not None
+        self._app.transport.write(data)
+        self.io_pump.flush()
+
+    def _new_output(self) -> bytes:
+        self.io_pump.flush()
+        data = bytes(self._app.received)
+        self._app.received.clear()
+        return data
+
+    def settle(self) -> None:
+        self.io_pump.flush()
+
+    @property
+    def closed(self) -> bool:
+        """The server closed its TCP connection (after the TLS close_notify)."""
+        return bool(self.server_io.disconnecting)
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.server_io.disconnected and self.client_io.disconnected)
+
+    def drop(self, reason: Exception | None = None) -> None:
+        self.client_io.loseConnection()
+        self.io_pump.flush()
+
+
+def self_signed_pem() -> tuple[bytes, bytes]:
+    """A self-signed certificate for localhost/127.0.0.1 and its key, PEM
+    (made with ``cryptography``, which pyOpenSSL depends on)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
