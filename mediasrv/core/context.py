@@ -71,7 +71,7 @@ def _play_allowed(decision: Decision, core: Core, request: AccessRequest) -> Str
     key = core.registry.key(request.vhost, request.app, request.stream)
     found = core.registry.find(key)
     if found is not None:
-        return found
+        return _schema_enabled(found, core, request)
     # Missing: wait for it, and ask on_stream_not_found meanwhile; its
     # close:true fails the waiting player at once (ZLMediaKit semantics).
     wait = core.registry.wait_for(key, core.config.general.maxStreamWaitMS / 1000.0)
@@ -93,7 +93,22 @@ def _play_allowed(decision: Decision, core: Core, request: AccessRequest) -> Str
             return Failure(StreamNotFound(f"{key}: on_stream_not_found said close"))
         return result
 
-    return wait.addBoth(finished)
+    return wait.addBoth(finished).addCallback(_schema_enabled, core, request)
+
+
+_SCHEMA_FLAGS = {"rtmp": "enable_rtmp", "rtsp": "enable_rtsp", "hls": "enable_hls"}
+
+
+def _schema_enabled(stream: Stream, core: Core, request: AccessRequest) -> Stream:
+    """A stream whose on_publish reply (or [protocol]) turned this output off
+    is not offered on it (ZLMediaKit's enable_rtmp / enable_rtsp / enable_hls)."""
+    flag = _SCHEMA_FLAGS.get(request.schema)
+    if flag is not None:
+        value = stream.options.get(flag)
+        enabled = getattr(core.config.protocol, flag) if value is None else str(value) not in ("0", "false")
+        if not enabled:
+            raise StreamNotFound(f"{stream.key} is not offered over {request.schema} ({flag}=0)")
+    return stream
 
 
 def _publish_allowed(decision: Decision, core: Core, request: AccessRequest, publisher: SessionInfo) -> Stream:

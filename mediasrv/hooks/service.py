@@ -165,9 +165,26 @@ class HookService:
         if not chains:
             self._gate_passed(request, state, key, set(self.DIALECTS))
             return defer.succeed(ALLOW)
-        pending = [self._run_chain(dialect, chain) for dialect, chain in chains]
+        answered: list[tuple[str, Decision]] = []
+
+        def note(result: tuple[str, Decision]) -> tuple[str, Decision]:
+            answered.append(result)
+            return result
+
+        pending = [self._run_chain(dialect, chain).addCallback(note) for dialect, chain in chains]
         gathered: defer.Deferred[list[tuple[str, Decision]]] = defer.gatherResults(pending, consumeErrors=True)
         gathered.addErrback(_first_error)
+
+        def left(failure: Failure) -> Failure:
+            # The client left while some dialects were still asked: those that
+            # already allowed saw a start, so they get their end event too.
+            if failure.check(defer.CancelledError):
+                for name, decision in answered:
+                    if decision.allowed:
+                        state.started.setdefault(name, set()).add(request.action)
+            return failure
+
+        gathered.addErrback(left)
         return gathered.addCallback(self._combine, request, state, key)
 
     def _combine(self, results: list[tuple[str, Decision]], request: AccessRequest, state: _SessionHooks,

@@ -70,7 +70,8 @@ def decode_publish_reply(response: HookResponse) -> Decision:
 def decode_close_reply(response: HookResponse) -> Decision:
     """on_stream_none_reader / on_stream_not_found: ``allowed`` carries ``close``."""
     obj = _json_object(response)
-    return Decision(bool(obj["code"] == 0 and obj.get("close") is True))
+    close = obj["code"] == 0 and obj.get("close") is True
+    return Decision(close, "" if close else "close is not true: keep the stream")
 
 
 UNAUTHED_REALM = "unAuthedRealm"

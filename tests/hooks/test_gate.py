@@ -242,3 +242,43 @@ def test_denied_session_gets_no_end_event(clock: Clock) -> None:
     assert session is not None
     core.sessions.close(session)
     assert len(client.sent) == 1
+
+
+def test_client_leaving_pending_gate_still_pairs_dialects_that_allowed(clock: Clock) -> None:
+    core, client = make_core(clock, *ZLM, "notify.notify_url=http://n/notify")
+    req = request_for(core)
+    d = core.gate.authorize(req)
+    d.addErrback(lambda f: f.trap(defer.CancelledError))
+    by_url = {s.url: s for s in client.sent}
+    by_url["http://n/notify"].reply(200, b"")  # NMS saw postPlay and allowed
+    d.cancel()  # the player leaves while ZLMediaKit's on_play hangs
+    session = core.sessions.get(req.session_id)
+    assert session is not None
+    core.sessions.close(session)
+    ends = client.sent[2:]
+    assert [s.json["action"] for s in ends] == ["donePlay"]
+    for s in ends:
+        s.reply()
+
+
+def test_output_disabled_by_on_publish_is_not_played(clock: Clock) -> None:
+    from mediasrv.core.context import start_play
+    from mediasrv.core.frames import Codec, MediaFrame, Track
+    from mediasrv.core.registry import StreamNotFound
+
+    core, _ = make_core(clock)
+    pub = core.sessions.open("rtmp", "10.0.0.1", 1, 1935, 0.0)
+    stream = core.registry.publish(core.registry.key("", "live", "test"), pub)
+    stream.options["enable_rtmp"] = "0"
+    stream.set_track(Track(Codec.H264, b"cfg"))
+    stream.write(MediaFrame(Codec.H264, 0, 0, True, b"\x00"))
+    failures: list[Any] = []
+    start_play(core, request_for(core)).addErrback(failures.append)
+    assert failures and failures[0].check(StreamNotFound)
+    rtsp = AccessRequest(Action.PLAY, "rtsp", "rtsp", "__defaultVhost__", "live", "test", "", "1.2.3.4", 5, "x")
+    played: list[Any] = []
+    start_play(core, rtsp).addCallback(played.append)
+    assert played == [stream]
+    core.registry.close_stream(stream.key, "done")
+    for call in clock.getDelayedCalls():
+        call.cancel()
