@@ -46,7 +46,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,31 +70,11 @@ SOURCES = ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
 
 
 # -- helpers --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+# the same helpers the interop tests use to run the real server
+sys.path.insert(0, str(ROOT))
+from tests.support.server import free_port, twistd_command, wait_port  # noqa: E402
 
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} not listening after {timeout} s")
-
-
-def twistd_command() -> list[str]:
-    exe = Path(sys.executable).parent / "twistd"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0]='twistd'; run()"]
+sys.path.pop(0)
 
 
 def listener_sets(rtmp_port: int, http_port: int) -> list[str]:

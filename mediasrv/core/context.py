@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,19 @@ class Core:
     def rtsp_auth(self, request: AccessRequest, user: str, realm: str,
                   must_no_encrypt: bool) -> defer.Deferred[tuple[bool, str]]:
         return self.hooks.rtsp_auth(request, user, realm, must_no_encrypt)
+
+    def open_session(self, protocol: str, transport: Any, closer: Callable[[str], None]) -> SessionInfo:
+        """The session row of a new connection (peer and local address from
+        its transport; ``closer`` is how a kick reaches it)."""
+        peer, host = transport.getPeer(), transport.getHost()
+        session = self.sessions.open(protocol, getattr(peer, "host", ""), getattr(peer, "port", 0),
+                                     getattr(host, "port", 0), self.clock.seconds())
+        session.closer = closer
+        return session
+
+    def over_capacity(self) -> bool:
+        """More sessions than general.maxConnections (checked after opening one)."""
+        return len(self.sessions) > self.config.general.maxConnections
 
     def at_capacity(self) -> bool:
         return len(self.sessions) >= self.config.general.maxConnections

@@ -111,15 +111,10 @@ class RtmpServerProtocol(Protocol):
 
     # -- Twisted callbacks -------------------------------------------------------
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
-        host = self.transport.getHost()  # type: ignore[union-attr]
         clock = self.core.clock
-        self.session = self.core.sessions.open(
-            "rtmps" if self.secure else "rtmp", getattr(peer, "host", ""), getattr(peer, "port", 0),
-            getattr(host, "port", 0), clock.seconds())
-        self.session.closer = self.kick
+        self.session = self.core.open_session("rtmps" if self.secure else "rtmp", self.transport, self.kick)
         self.last_activity = clock.seconds()
-        if len(self.core.sessions) > self.core.config.general.maxConnections:
+        if self.core.over_capacity():
             self.fail("too many connections (general.maxConnections)")
             return
         self._timer = clock.callLater(self.core.config.rtmp.handshakeSecond, self._handshake_timeout)

@@ -214,15 +214,10 @@ class RtspServerProtocol(Protocol):
 
     # -- Twisted callbacks -------------------------------------------------------
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
-        host = self.transport.getHost()  # type: ignore[union-attr]
         clock = self.core.clock
-        self.session = self.core.sessions.open(
-            "rtsps" if self.secure else "rtsp", getattr(peer, "host", ""), getattr(peer, "port", 0),
-            getattr(host, "port", 0), clock.seconds())
-        self.session.closer = self.kick
+        self.session = self.core.open_session("rtsps" if self.secure else "rtsp", self.transport, self.kick)
         self.last_activity = clock.seconds()
-        if len(self.core.sessions) > self.core.config.general.maxConnections:
+        if self.core.over_capacity():
             self.fail("too many connections (general.maxConnections)")
             return
         self._arm_timer()
