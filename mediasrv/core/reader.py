@@ -29,6 +29,10 @@ class StreamReader:
     """Base class of every player.  Subclasses implement the ``send_*`` methods
     (write muxed bytes to their transport) and may override ``stream_ended``."""
 
+    # the ZLMediaKit schema this reader serves (rtmp for RTMP and FLV players,
+    # rtsp, hls, mp4): readerCount per schema in on_stream_changed and the APIs
+    schema = ""
+
     def __init__(self, max_queue_bytes: int, session: SessionInfo | None = None) -> None:
         self.stream: Stream | None = None
         self.session = session

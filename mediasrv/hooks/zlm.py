@@ -131,7 +131,7 @@ def media_source_json(stream: Stream, schema: str, now: float) -> dict[str, Any]
     """One ``getMediaList`` item (also the on_stream_changed register body)."""
     pub = stream.publisher
     origin = ORIGIN_TYPES.get(pub.protocol if pub else "", (0, "unknown"))
-    readers = [r for r in stream.readers if getattr(r, "schema", "") == schema]
+    readers = [r for r in stream.readers if r.schema == schema]
     return {
         "schema": schema, "vhost": stream.key.vhost, "app": stream.key.app, "stream": stream.key.stream,
         "params": stream.params, "createStamp": int(stream.created),

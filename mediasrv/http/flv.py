@@ -35,6 +35,7 @@ log = Logger()
 
 
 class FlvPlayer(StreamReader):
+    schema = "rtmp"  # ZLMediaKit serves FLV from its rtmp source
     """Writes FLV to one player through ``write``; ``finish`` ends the response."""
 
     def __init__(self, session: SessionInfo, max_queue_bytes: int, write: Callable[[bytes], None],

@@ -47,6 +47,7 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 class RtmpPlayer(StreamReader):
+    schema = "rtmp"
     """Writes a stream to one RTMP player.  Frame chunks are built once per
     (frame, message stream id) and shared by every RTMP player."""
 

@@ -138,6 +138,8 @@ def _strip_url(uri: str) -> str:
 class RtspPlayer(StreamReader):
     """Sends a stream to one RTSP player over its SETUP'd tracks."""
 
+    schema = "rtsp"
+
     def __init__(self, proto: RtspServerProtocol, stream_rtp: StreamRtp, tracks: dict[TrackKind, PlayTrack],
                  max_queue_bytes: int) -> None:
         super().__init__(max_queue_bytes, proto.session)
