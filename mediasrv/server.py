@@ -32,15 +32,33 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
+class StartupError(Exception):
+    """A listener could not start; ``str`` is the one line for the operator."""
+
+
+def _one_line_hook(previous: Any) -> Any:
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, StartupError):
+            err = sys.__stderr__
+            if err is not None:
+                err.write(f"{value}\n")
+                err.flush()
+            return
+        previous(kind, value, tb)
+
+    return hook
+
+
 def _startup_failure(line: str) -> NoReturn:
-    """Stop start-up with one line on the real stderr (twistd has redirected
-    ``sys.stderr`` into its log by now) and in the log, and exit status 1."""
+    """Stop start-up with one line in the log and on stderr, and exit status 1.
+
+    An Exception (not SystemExit) is what twistd reports through its daemon
+    status pipe -- with SystemExit a daemonizing parent would wait forever --
+    and the excepthook prints it as that one line instead of a traceback when
+    it leaves ``twistd -n``."""
     log.critical("{line}", line=line)
-    err = sys.__stderr__
-    if err is not None:
-        err.write(line + "\n")
-        err.flush()
-    raise SystemExit(1)
+    sys.excepthook = _one_line_hook(sys.excepthook)
+    raise StartupError(line)
 
 
 class MediaServer(MultiService):

@@ -86,3 +86,24 @@ def test_no_config_serves_embedded_defaults_ports(tmp_path: Path) -> None:
     assert "mediasrv serving: rtmp 127.0.0.1:" in server.log()
 
 
+
+
+def test_port_in_use_in_daemon_mode_fails_fast(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.support.server import server_env, twistd_command
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run(twistd_command() + [f"--pidfile={tmp_path / 'd.pid'}", f"--logfile={tmp_path / 'd.log'}",
+                                               "mediasrv", "--set", "general.listen_ip=127.0.0.1",
+                                               "--set", f"rtmp.port={port}", "--set", "http.port=0",
+                                               "--set", "rtsp.port=0", "--set", "shell.port=0"],
+                           cwd=tmp_path, env=server_env(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "[rtmp] port: cannot listen on 127.0.0" in r.stderr
+    assert f"mediasrv: (built-in defaults): [rtmp] port: cannot listen on 127.0.0.1:{port}" in \
+        (tmp_path / "d.log").read_text()
+    assert not (tmp_path / "d.pid").exists()
