@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from mediasrv.codec import flv
 from mediasrv.codec.amf0 import UNDEFINED, AmfError
 from mediasrv.core import flvmux
+from mediasrv.core.closing import close_transport
 from mediasrv.core.context import AccessDenied, Core, start_play, start_publish
 from mediasrv.core.frames import Codec, MediaFrame, TrackKind
 from mediasrv.core.reader import StreamReader
@@ -212,19 +213,7 @@ class RtmpServerProtocol(Protocol):
         self.closing = True
         if self.transport is None:
             return
-        if abort:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-        else:
-            # A peer that never reads must not keep the socket forever.  Armed
-            # before loseConnection, which may call connectionLost (which
-            # cancels it) at once.
-            self._abort_call = self.core.clock.callLater(5, self._abort_if_open)
-            self.transport.loseConnection()
-
-    def _abort_if_open(self) -> None:
-        self._abort_call = None
-        if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+        self._abort_call = close_transport(self.transport, self.core.clock, abort)
 
     # -- timers ------------------------------------------------------------------
     def _handshake_timeout(self) -> None:

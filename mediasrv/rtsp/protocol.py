@@ -45,6 +45,7 @@ from mediasrv import __version__
 from mediasrv.codec import rtp
 from mediasrv.codec.bits import CodecError
 from mediasrv.codec.sdp import SdpError, parse_sdp
+from mediasrv.core.closing import close_transport
 from mediasrv.core.context import AccessDenied, Core, start_play, start_publish
 from mediasrv.core.frames import MediaFrame, Track, TrackKind
 from mediasrv.core.reader import StreamReader
@@ -288,17 +289,9 @@ class RtspServerProtocol(Protocol):
         self.closing = True
         if self.transport is None:
             return
-        if abort:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-        else:
-            self.transport.loseConnection()
-            # a peer that never reads must not keep the socket forever
-            if self._abort_timer is None:
-                self._abort_timer = self.core.clock.callLater(5, self._abort_if_open)
-
-    def _abort_if_open(self) -> None:
-        self._abort_timer = None
-        if self.transport is not None and getattr(self.transport, "connected", False):
+        if self._abort_timer is None or not self._abort_timer.active():
+            self._abort_timer = close_transport(self.transport, self.core.clock, abort)
+        elif abort:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # -- keep-alive ------------------------------------------------------------------
