@@ -37,7 +37,7 @@ from weakref import WeakKeyDictionary
 from twisted.internet import defer, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -45,12 +45,12 @@ from mediasrv import __version__
 from mediasrv.codec import rtp
 from mediasrv.codec.bits import CodecError
 from mediasrv.codec.sdp import SdpError, parse_sdp
-from mediasrv.core.closing import close_transport
+from mediasrv.core.adapter import SessionProtocol
 from mediasrv.core.context import AccessDenied, Core, start_play, start_publish
 from mediasrv.core.frames import MediaFrame, Track, TrackKind
 from mediasrv.core.reader import StreamReader
 from mediasrv.core.registry import StreamBusy, StreamNotFound
-from mediasrv.core.sessions import Role, SessionInfo
+from mediasrv.core.sessions import Role
 from mediasrv.core.stream import Stream
 from mediasrv.hooks.model import AccessRequest, Action
 from mediasrv.rtsp import digest, media
@@ -178,22 +178,17 @@ class RtspPlayer(StreamReader):
         self.proto.play_ended(self, reason)
 
 
-class RtspServerProtocol(Protocol):
+class RtspServerProtocol(SessionProtocol):
+    name = "rtsp"
+
     def __init__(self, factory: RtspFactory) -> None:
+        super().__init__(factory.core, factory.secure)
         self.factory = factory
-        self.core: Core = factory.core
         self.reactor: Any = factory.reactor
-        self.secure = factory.secure
         self.parser = RtspParser()
-        self.session: SessionInfo = None  # type: ignore[assignment]  # set in connectionMade
         self.rtsp_session_id: str | None = None
-        self.closing = False
-        self.last_activity = 0.0
-        self.pending: defer.Deferred[Reply] | None = None
         self._queue: deque[RtspRequest] = deque()
-        self._timer: IDelayedCall | None = None
         self._sr_timer: IDelayedCall | None = None
-        self._abort_timer: IDelayedCall | None = None
         self._random = random.SystemRandom()
         # auth
         self._nonces: deque[str] = deque(maxlen=KEPT_NONCES)
@@ -215,25 +210,15 @@ class RtspServerProtocol(Protocol):
         self._udp_errors = 0
         self._torn_down = False
 
-    # -- Twisted callbacks -------------------------------------------------------
-    def connectionMade(self) -> None:
-        clock = self.core.clock
-        self.session = self.core.open_session("rtsps" if self.secure else "rtsp", self.transport, self.kick)
-        self.last_activity = clock.seconds()
-        if self.core.over_capacity():
-            self.fail("too many connections (general.maxConnections)")
-            return
-        self._arm_timer()
+    # -- the session skeleton ----------------------------------------------------------
+    def session_started(self) -> None:
+        self.arm_idle_check(self.idle_check_interval())
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.session.bytes_in += len(data)
-        self.last_activity = self.core.clock.seconds()
+    def bytes_received(self, data: bytes) -> None:
         try:
             events = self.parser.feed(data)
         except RtspParseError as e:
-            self._send(encode_response(e.status, [("Server", SERVER)]))
+            self.write(encode_response(e.status, [("Server", SERVER)]))
             self.fail(f"bad request: {e}", abort=False)
             return
         for event in events:
@@ -246,59 +231,19 @@ class RtspServerProtocol(Protocol):
             else:
                 log.debug("rtsp session {sid}: ignoring a response from the client", sid=self.session.id)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.closing = True
-        for timer in (self._timer, self._sr_timer, self._abort_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._sr_timer = self._abort_timer = None
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.cancel()
+    def release(self) -> None:
         self._queue.clear()
-        self._stop_playing()
-        self._stop_publishing(abrupt=True)
         self._close_udp()
-        if self.session is not None:
-            self.core.sessions.close(self.session)
 
-    # -- output ---------------------------------------------------------------------
-    def _send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.session.bytes_out += len(data)
-            self.transport.write(data)
-
-    def write(self, data: bytes) -> None:
-        if not self.closing:
-            self._send(data)
-
-    def fail(self, why: str, abort: bool = True) -> None:
-        """Bad input or a refusal that ends the connection: one log line, then close."""
-        if self.closing:
-            return
-        log.warn("rtsp session {sid} from {ip}:{port}: {why}; closing", sid=self.session.id,
-                 ip=self.session.peer_ip, port=self.session.peer_port, why=why)
-        self._close(abort)
-
-    def kick(self, reason: str) -> None:
-        log.info("rtsp session {sid} kicked: {reason}", sid=self.session.id, reason=reason)
-        self._stop_publishing(abrupt=False)
-        self._close(abort=True)
-
-    def _close(self, abort: bool) -> None:
-        self.closing = True
-        if self.transport is None:
-            return
-        if self._abort_timer is None or not self._abort_timer.active():
-            self._abort_timer = close_transport(self.transport, self.core.clock, abort)
-        elif abort:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    # -- keep-alive ------------------------------------------------------------------
-    def _arm_timer(self) -> None:
+    def idle_check_interval(self) -> float:
         cfg = self.core.config.rtsp
-        interval = max(1.0, min(cfg.handshakeSecond, cfg.keepAliveSecond) / 3.0)
-        self._timer = self.core.clock.callLater(interval, self._idle_check)
+        return max(1.0, min(cfg.handshakeSecond, cfg.keepAliveSecond) / 3.0)
+
+    def idle_expired(self, idle: float) -> str | None:
+        limit = self._idle_limit()
+        if limit is not None and idle >= limit[0]:
+            return f"session timed out: no request or RTCP for {idle:.0f} s ({limit[1]})"
+        return None
 
     def _idle_limit(self) -> tuple[float, str] | None:
         cfg = self.core.config.rtsp
@@ -314,18 +259,6 @@ class RtspServerProtocol(Protocol):
             return cfg.keepAliveSecond, "rtsp.keepAliveSecond"
         return cfg.handshakeSecond, "rtsp.handshakeSecond"
 
-    def _idle_check(self) -> None:
-        self._timer = None
-        limit = self._idle_limit()
-        idle = self.core.clock.seconds() - self.last_activity
-        if limit is not None and idle >= limit[0]:
-            self.fail(f"session timed out: no request or RTCP for {idle:.0f} s ({limit[1]})")
-            return
-        self._arm_timer()
-
-    def touch(self) -> None:
-        self.last_activity = self.core.clock.seconds()
-
     # -- requests -------------------------------------------------------------------
     def _request_received(self, req: RtspRequest) -> None:
         if self.pending is not None:
@@ -338,7 +271,7 @@ class RtspServerProtocol(Protocol):
 
     def _process(self, req: RtspRequest) -> None:
         if req.cseq is None:
-            self._send(encode_response(400, [("Server", SERVER)], b"request without CSeq\n"))
+            self.write(encode_response(400, [("Server", SERVER)], b"request without CSeq\n"))
             self.fail(f"{req.method} request without CSeq", abort=False)
             return
         handler: Callable[[RtspRequest], Reply | defer.Deferred[Reply]] | None = None
@@ -394,11 +327,11 @@ class RtspServerProtocol(Protocol):
         if self.rtsp_session_id is not None:
             headers.append(("Session", f"{self.rtsp_session_id};timeout={int(self.core.config.rtsp.keepAliveSecond)}"))
         headers += reply.headers
-        self._send(encode_response(reply.status, headers, reply.body))
+        self.write(encode_response(reply.status, headers, reply.body))
         if reply.after is not None:
             reply.after()
         if reply.close:
-            self._close(abort=False)
+            self.close(abort=False)
 
     def _check_request(self, req: RtspRequest) -> None:
         require = req.header("Require")
@@ -749,8 +682,8 @@ class RtspServerProtocol(Protocol):
         if self.closing or stream.closed:
             return
         self.player = player
-        if any(pt.channel is not None for pt in player.tracks.values()) and self.transport is not None:
-            self.transport.registerProducer(player, True)  # type: ignore[attr-defined]
+        if any(pt.channel is not None for pt in player.tracks.values()):
+            self.attach_producer(player)
         # A sender report for every track before the first RTP packet (as ffmpeg's sender does):
         # receivers then time the very first packets with it instead of re-timing them later.
         self._send_reports()
@@ -785,15 +718,15 @@ class RtspServerProtocol(Protocol):
         if self.play_stream is None or not self.play_tracks:
             raise RtspError(455, "PAUSE before SETUP")
         self.touch()
-        self._stop_playing()
+        self.stop_playing()
         return Reply(200)
 
     def rtsp_TEARDOWN(self, req: RtspRequest) -> Reply:
         """End the RTSP session; the connection stays for the client to close (or
         to start over), as live555 and MediaMTX do: closing it under the client
         races with the RTCP it may still be sending."""
-        self._stop_playing()
-        self._stop_publishing(abrupt=False)
+        self.stop_playing()
+        self.stop_publishing(abrupt=False)
         self._close_udp()
         self.play_stream = None
         self.play_tracks = {}
@@ -815,19 +748,17 @@ class RtspServerProtocol(Protocol):
             return
         for pt in player.tracks.values():
             self._send_rtcp(pt, rtp.build_bye(pt.muxer.ssrc))
-        self._stop_playing()
-        log.info("rtsp session {sid}: stream ended ({reason}); closing", sid=self.session.id, reason=reason)
-        self._close(abort=False)
+        self.stop_playing()
+        self.refuse(f"stream ended ({reason}); closing")
 
-    def _stop_playing(self) -> None:
+    def stop_playing(self, connected: bool = True) -> None:
         if self._sr_timer is not None and self._sr_timer.active():
             self._sr_timer.cancel()
         self._sr_timer = None
         player, self.player = self.player, None
         if player is not None:
             player.detach()
-            if self.transport is not None and getattr(self.transport, "producer", None) is player:
-                self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.detach_producer(player, connected)
 
     def _close_udp(self) -> None:
         pairs, self._udp = self._udp, []
@@ -932,7 +863,7 @@ class RtspServerProtocol(Protocol):
                      key=str(self.publishing.key), transport=transport)
         return Reply(200)
 
-    def _stop_publishing(self, abrupt: bool) -> None:
+    def stop_publishing(self, abrupt: bool) -> None:
         stream, self.publishing = self.publishing, None
         self.recording = False
         if stream is not None:

@@ -107,11 +107,27 @@ class FakeUdpReactor:
 # -- the client ------------------------------------------------------------------------------------------
 
 
+class TlsLikeTransport(StringTransport):
+    """Keeps its producer the way ``TLSMemoryBIOProtocol`` does: as
+    ``_producer`` (``producer`` stays None), and a second registration without
+    an unregistration in between raises."""
+
+    _producer: Any = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self._producer is not None:
+            raise RuntimeError("a producer is already registered")
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+
 class RtspTestClient:
-    def __init__(self, factory: RtspFactory, port: int) -> None:
+    def __init__(self, factory: RtspFactory, port: int, transport: type[StringTransport] = StringTransport) -> None:
         self.proto: RtspServerProtocol = factory.buildProtocol(None)
-        self.transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8554),
-                                         peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+        self.transport = transport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8554),
+                                   peerAddress=IPv4Address("TCP", "127.0.0.1", port))
         self.proto.makeConnection(self.transport)
         self.parser = RtspParser()
         self.cseq = 0
@@ -207,8 +223,8 @@ class Harness:
             self._factory = RtspFactory(self.core, self.udp)
         return self._factory
 
-    def client(self) -> RtspTestClient:
-        c = RtspTestClient(self.factory, 41000 + len(self.clients))
+    def client(self, transport: type[StringTransport] = StringTransport) -> RtspTestClient:
+        c = RtspTestClient(self.factory, 41000 + len(self.clients), transport)
         self.clients.append(c)
         return c
 

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from mediasrv.codec import h264, rtp
 from mediasrv.codec.bits import avcc_to_nals
@@ -26,7 +28,16 @@ from mediasrv.core.sessions import Role
 from mediasrv.hooks.model import AccessRequest, Action
 from mediasrv.rtsp import media
 from mediasrv.rtsp.muxer import TrackMuxer
-from tests.rtsp.support import AUDIO_TRACK, FRAMES, VIDEO_TRACK, Harness, RtspTestClient, fresh, headers
+from tests.rtsp.support import (
+    AUDIO_TRACK,
+    FRAMES,
+    VIDEO_TRACK,
+    Harness,
+    RtspTestClient,
+    TlsLikeTransport,
+    fresh,
+    headers,
+)
 
 URL = "rtsp://127.0.0.1:8554/live/test"
 
@@ -116,6 +127,17 @@ def test_require_is_refused_with_551(h: Harness) -> None:
     c = h.client()
     resp = c.request("OPTIONS", URL, [("Require", "implicit-play")])
     assert resp is not None and resp.status == 551 and headers(resp)["unsupported"] == "implicit-play"
+
+
+def test_tls_failure_is_one_line(h: Harness, log_events: list[LogEvent]) -> None:
+    """Garbage on the RTSPS port never reaches dataReceived: TLS refuses it and
+    the connection is lost with an SSL error, which gets its line (as RTMPS)."""
+    c = h.client()
+    c.lost = True
+    c.proto.connectionLost(Failure(SSL.Error([("SSL routines", "", "wrong version number")])))
+    (line,) = mediasrv_lines(log_events, LogLevel.warn)
+    assert "TLS failed" in line and "wrong version number" in line and c.proto.session.id in line
+    assert len(h.core.sessions) == 0
 
 
 # -- play -------------------------------------------------------------------------------------------
@@ -307,6 +329,21 @@ def test_pause_then_play_resumes_at_a_keyframe(h: Harness) -> None:
     p = c.request("PLAY", URL + "/")
     assert p is not None and p.status == 200
     assert rtp_on(c, 0)
+
+
+def test_pause_and_play_again_over_tls(h: Harness) -> None:
+    """A TLS transport keeps its producer out of sight (``_producer``): PAUSE
+    must still unregister the player, or the next PLAY's registration fails."""
+    h.publish()
+    c = h.client(TlsLikeTransport)
+    play_tcp(c)
+    assert c.request("PAUSE", URL + "/") is not None
+    assert c.transport._producer is None  # type: ignore[attr-defined]
+    c.pump()
+    c.frames.clear()
+    p = c.request("PLAY", URL + "/")
+    assert p is not None and p.status == 200
+    assert rtp_on(c, 0) and c.transport._producer is c.proto.player  # type: ignore[attr-defined]
 
 
 def test_stream_end_sends_bye_and_closes(h: Harness) -> None:
