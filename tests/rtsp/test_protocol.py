@@ -343,7 +343,8 @@ def test_pause_and_play_again_over_tls(h: Harness) -> None:
     c.frames.clear()
     p = c.request("PLAY", URL + "/")
     assert p is not None and p.status == 200
-    assert rtp_on(c, 0) and c.transport._producer is c.proto.player  # type: ignore[attr-defined]
+    assert rtp_on(c, 0) and c.proto.play is not None
+    assert c.transport._producer is c.proto.play.player  # type: ignore[attr-defined]
 
 
 def test_stream_end_sends_bye_and_closes(h: Harness) -> None:
@@ -468,7 +469,7 @@ def test_kick(h: Harness) -> None:
     play_tcp(c)
     assert h.core.sessions.kick(c.proto.session.id)
     c.pump()
-    assert c.lost and c.proto.player is None
+    assert c.lost and c.proto.play is not None and c.proto.play.player is None
 
 
 # -- publish -----------------------------------------------------------------------------------------
@@ -676,7 +677,7 @@ def test_digest_auth(h: Harness, encrypted: bool, log_events: list[LogEvent]) ->
     second = c.last()
     assert second.status == 401 and headers(second)["www-authenticate"] != headers(first)["www-authenticate"]
     assert auth.auth_calls == [("alice", "mediasrv", False)]
-    assert c.proto.auth_failures == 1
+    assert c.proto.auth.failures == 1
     (line,) = mediasrv_lines(log_events, LogLevel.info)
     assert "401" in line and "wrong credentials for user 'alice'" in line
     # the right one
@@ -766,4 +767,4 @@ def test_setup_urls_from_clients_that_ignore_content_base(h: Harness) -> None:
         s = c.request("SETUP", f"{URL}?token=abc/trackID={i}",
                       [("Transport", f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1}")])
         assert s is not None and s.status == 200
-    assert set(c.proto.play_tracks) == {TrackKind.VIDEO, TrackKind.AUDIO}
+    assert set(c.proto.play.tracks if c.proto.play else ()) == {TrackKind.VIDEO, TrackKind.AUDIO}
