@@ -18,20 +18,18 @@ from typing import TYPE_CHECKING
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from mediasrv.codec import rtp
-from mediasrv.core.context import AccessDenied, Core, start_play
+from mediasrv.core.context import Core, start_play
 from mediasrv.core.frames import MediaFrame, TrackKind
 from mediasrv.core.reader import StreamReader
-from mediasrv.core.registry import StreamNotFound
 from mediasrv.core.stream import Stream
-from mediasrv.hooks.model import AccessRequest
+from mediasrv.hooks.model import AccessRequest, Action
 from mediasrv.rtsp import media
 from mediasrv.rtsp.auth import RtspAuthenticator
 from mediasrv.rtsp.muxer import StreamRtp, TrackMuxer
 from mediasrv.rtsp.parser import RtspRequest, TransportSpec, encode_interleaved, format_transport
-from mediasrv.rtsp.reply import Reply, RtspError
+from mediasrv.rtsp.reply import Reply, RtspError, refused
 from mediasrv.rtsp.udp import UdpPair
 from mediasrv.rtsp.urls import base_url, track_control
 
@@ -53,15 +51,8 @@ def authorize_play(core: Core, auth: RtspAuthenticator, req: RtspRequest,
         # ZLMediaKit's on_play for it, as ZLMediaKit does after on_rtsp_auth.
         return start_play(core, replace(request, user=user) if user else request)
 
-    def refused(f: Failure) -> Failure:
-        if f.check(AccessDenied):
-            raise RtspError(403, f"play denied: {f.getErrorMessage()}")
-        if f.check(StreamNotFound):
-            raise RtspError(404, f"no such stream: {f.getErrorMessage()}")
-        return f
-
     d = auth.authenticate(req, request)
-    return d.addCallback(play).addErrback(refused)  # type: ignore[arg-type]
+    return d.addCallback(play).addErrback(refused, Action.PLAY)  # type: ignore[arg-type]
 
 
 def check_offered(core: Core, stream: Stream) -> None:

@@ -35,8 +35,7 @@ from twisted.python.failure import Failure
 
 from mediasrv import __version__
 from mediasrv.core.adapter import SessionProtocol
-from mediasrv.core.context import AccessDenied, Core, start_publish
-from mediasrv.core.registry import StreamBusy
+from mediasrv.core.context import Core, start_publish
 from mediasrv.core.stream import Stream
 from mediasrv.hooks.model import AccessRequest, Action
 from mediasrv.rtsp.auth import RtspAuthenticator
@@ -52,7 +51,7 @@ from mediasrv.rtsp.parser import (
 )
 from mediasrv.rtsp.play import PlaySession, authorize_play, check_offered
 from mediasrv.rtsp.record import RecordSession, parse_announce
-from mediasrv.rtsp.reply import Reply, RtspError
+from mediasrv.rtsp.reply import Reply, RtspError, refused
 from mediasrv.rtsp.transports import Transports
 from mediasrv.rtsp.urls import access_request
 
@@ -327,14 +326,7 @@ class RtspServerProtocol(SessionProtocol):
                 self.record = RecordSession(self, stream, announced, req.uri)
             return Reply(200)
 
-        def refused(f: Failure) -> Failure:
-            if f.check(AccessDenied):
-                raise RtspError(403, f"publish denied: {f.getErrorMessage()}")
-            if f.check(StreamBusy):
-                raise RtspError(406, f"already publishing: {f.getErrorMessage()}")
-            return f
-
-        return d.addCallback(announced_ok).addErrback(refused)  # type: ignore[arg-type]
+        return d.addCallback(announced_ok).addErrback(refused, Action.PUBLISH)  # type: ignore[arg-type]
 
     def rtsp_RECORD(self, req: RtspRequest) -> Reply:
         if self.record is None:
