@@ -225,13 +225,8 @@ class RtmpServerProtocol(SessionProtocol):
         if not self.app_params and "?" in self.tc_url:
             self.app_params = self.tc_url.partition("?")[2]
         self.vhost = urlsplit(self.tc_url).hostname or "" if self.tc_url else ""
-        s = self.session
-        s.app = self.app
-        s.params = self.app_params
-        s.vhost = self.core.registry.key(self._vhost_for(self.app_params), self.app, "").vhost
         # The connect gate (SRS on_connect); other dialects do not gate it.
-        request = AccessRequest(Action.CONNECT, "rtmp", s.protocol, s.vhost, self.app, "", self.app_params,
-                                s.peer_ip, s.peer_port, s.id, tc_url=self.tc_url, page_url=self.page_url)
+        request = self._access_request(Action.CONNECT, "", self.app_params)
         self.pending = d = self.core.gate.authorize(request)
         d.addCallbacks(self._connect_decided, self._connect_failed, callbackArgs=(cmd, obj))
 
@@ -319,10 +314,15 @@ class RtmpServerProtocol(SessionProtocol):
         if self.publishing is not None or self.player is not None or self.pending is not None:
             raise ValueError(f"{cmd.name} on a connection that already publishes or plays")
         stream, params = self._stream_args(cmd)
+        self.session.role = Role.PUBLISHER if action is Action.PUBLISH else Role.PLAYER
+        return self._access_request(action, stream, params)
+
+    def _access_request(self, action: Action, stream: str, params: str) -> AccessRequest:
+        """The gate's question for a connect, publish or play of ``stream`` in
+        the connected app; the session row learns vhost, app, stream and params."""
         s = self.session
         s.vhost = self.core.registry.key(self._vhost_for(params), self.app, stream).vhost
         s.app, s.stream, s.params = self.app, stream, params
-        s.role = Role.PUBLISHER if action is Action.PUBLISH else Role.PLAYER
         return AccessRequest(action, "rtmp", s.protocol, s.vhost, self.app, stream, params, s.peer_ip,
                              s.peer_port, s.id, tc_url=self.tc_url, page_url=self.page_url)
 
