@@ -52,7 +52,7 @@ def authorize_play(core: Core, auth: RtspAuthenticator, req: RtspRequest,
         return start_play(core, replace(request, user=user) if user else request)
 
     d = auth.authenticate(req, request)
-    return d.addCallback(play).addErrback(refused, Action.PLAY)  # type: ignore[arg-type]
+    return d.addCallback(play).addErrback(refused, Action.PLAY)
 
 
 def check_offered(core: Core, stream: Stream) -> None:

@@ -143,7 +143,7 @@ class RtspServerProtocol(SessionProtocol):
     # -- for the sessions ----------------------------------------------------------------------
     def local_host(self) -> str:
         """The address the client connected to (UDP ports are bound there, the SDP names it)."""
-        host = self.transport.getHost() if self.transport is not None else None  # type: ignore[union-attr]
+        host = self.transport.getHost() if self.transport is not None else None
         return str(getattr(host, "host", ""))
 
     def ensure_session(self) -> None:
@@ -152,7 +152,7 @@ class RtspServerProtocol(SessionProtocol):
             self.rtsp_session_id = secrets.token_hex(8).upper()
 
     def _access_request(self, action: Action, uri: str) -> AccessRequest:
-        port = getattr(self.transport.getHost(), "port", 0) if self.transport is not None else 0  # type: ignore[union-attr]
+        port = getattr(self.transport.getHost(), "port", 0) if self.transport is not None else 0
         return access_request(action, uri, self.session, self.core.registry, "rtsps" if self.secure else "rtsp",
                               port)
 
@@ -326,7 +326,7 @@ class RtspServerProtocol(SessionProtocol):
                 self.record = RecordSession(self, stream, announced, req.uri)
             return Reply(200)
 
-        return d.addCallback(announced_ok).addErrback(refused, Action.PUBLISH)  # type: ignore[arg-type]
+        return d.addCallback(announced_ok).addErrback(refused, Action.PUBLISH)
 
     def rtsp_RECORD(self, req: RtspRequest) -> Reply:
         if self.record is None:
