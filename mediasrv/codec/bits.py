@@ -7,7 +7,8 @@ Everything here is sans-IO (DESIGN.md §4 principle 1): bytes in, values out.
   the plain bit fields of ISO 14496-3 (AudioSpecificConfig, ADTS).
 * :func:`remove_emulation_prevention` turns a NAL unit into its RBSP
   (H.264 7.4.1 / H.265 7.4.2: ``emulation_prevention_three_byte``).
-* :func:`split_annexb`, :func:`avcc_to_nals` and :func:`nals_to_avcc` convert
+* :func:`split_annexb`, :func:`iter_nal_units` (with :func:`avcc_to_nals`) and
+  :func:`nals_to_avcc` convert
   between the Annex B byte stream (H.264 / H.265 Annex B) and the
   length-prefixed layout of ISO 14496-15 (FLV, MP4 and our canonical
   :class:`~mediasrv.core.frames.MediaFrame` payload).  The two codecs frame NAL
@@ -17,13 +18,14 @@ Everything here is sans-IO (DESIGN.md §4 principle 1): bytes in, values out.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 __all__ = [
     "BitReader",
     "BitstreamError",
     "CodecError",
     "avcc_to_nals",
+    "iter_nal_units",
     "nals_to_avcc",
     "remove_emulation_prevention",
     "split_annexb",
@@ -167,17 +169,19 @@ def split_annexb(data: bytes) -> list[bytes]:
         start = nxt + 3
 
 
-def avcc_to_nals(data: bytes, length_size: int = 4) -> list[bytes]:
-    """Split length-prefixed NAL units (ISO 14496-15 5.3.2 / 8.3.2 sample format).
+def iter_nal_units(data: bytes, length_size: int = 4) -> Iterator[tuple[int, int]]:
+    """Walk length-prefixed NAL units (ISO 14496-15 5.3.2 / 8.3.2 sample format).
 
-    ``length_size`` is the record's ``lengthSizeMinusOne + 1``.  Zero-length
-    entries are dropped.
+    Yields ``(start, end)``: the slice of each non-empty NAL unit in ``data``
+    (header byte at ``data[start]``), without copying it.  ``length_size`` is
+    the record's ``lengthSizeMinusOne + 1``.  The walk is lazy: a caller that
+    stops early (a keyframe test that found its slice) never reads the rest.
 
-    :raises BitstreamError: a length field or a NAL unit is truncated.
+    :raises BitstreamError: ``length_size`` is not 1..4, or a length field or
+        a NAL unit is truncated (raised when the walk reaches it).
     """
     if length_size not in (1, 2, 3, 4):
         raise BitstreamError(f"NAL length size must be 1, 2, 3 or 4, not {length_size}")
-    nals: list[bytes] = []
     pos = 0
     total = len(data)
     while pos < total:
@@ -189,9 +193,17 @@ def avcc_to_nals(data: bytes, length_size: int = 4) -> list[bytes]:
         if end > total:
             raise BitstreamError(f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain")
         if size:
-            nals.append(data[body:end])
+            yield body, end
         pos = end
-    return nals
+
+
+def avcc_to_nals(data: bytes, length_size: int = 4) -> list[bytes]:
+    """Split length-prefixed NAL units into a list (see :func:`iter_nal_units`);
+    zero-length entries are dropped.
+
+    :raises BitstreamError: a bad ``length_size``, or truncated framing.
+    """
+    return [data[start:end] for start, end in iter_nal_units(data, length_size)]
 
 
 def nals_to_avcc(nals: Iterable[bytes]) -> bytes:

@@ -22,6 +22,7 @@ from mediasrv.codec.bits import (
     BitstreamError,
     CodecError,
     avcc_to_nals,
+    iter_nal_units,
     nals_to_avcc,
     remove_emulation_prevention,
     split_annexb,
@@ -127,23 +128,12 @@ def annexb_to_avcc(data: bytes) -> bytes:
 def is_keyframe_avcc(data: bytes, length_size: int = 4) -> bool:
     """Whether length-prefixed NAL units contain an IDR slice (nal_unit_type 5).
 
-    Walks the length fields without copying the NAL units.
+    Walks the length fields without copying the NAL units and stops at the
+    first IDR slice.
 
-    :raises BitstreamError: the length framing is truncated.
+    :raises BitstreamError: the length framing is truncated before an IDR slice.
     """
-    pos = 0
-    total = len(data)
-    while pos < total:
-        body = pos + length_size
-        if body > total:
-            raise BitstreamError(f"truncated NAL length field at offset {pos}")
-        size = int.from_bytes(data[pos:body], "big")
-        if body + size > total:
-            raise BitstreamError(f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain")
-        if size and data[body] & 0x1F == NAL_IDR:
-            return True
-        pos = body + size
-    return False
+    return any(data[start] & 0x1F == NAL_IDR for start, _ in iter_nal_units(data, length_size))
 
 
 def parse_avc_config(record: bytes) -> AvcConfig:

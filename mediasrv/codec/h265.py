@@ -23,6 +23,7 @@ from mediasrv.codec.bits import (
     BitstreamError,
     CodecError,
     avcc_to_nals,
+    iter_nal_units,
     nals_to_avcc,
     remove_emulation_prevention,
     split_annexb,
@@ -149,21 +150,11 @@ def annexb_to_hvcc(data: bytes) -> bytes:
 def is_keyframe_hvcc(data: bytes, length_size: int = 4) -> bool:
     """Whether length-prefixed NAL units contain an IRAP slice (types 16..23).
 
-    :raises BitstreamError: the length framing is truncated.
+    Stops at the first IRAP slice.
+
+    :raises BitstreamError: the length framing is truncated before an IRAP slice.
     """
-    pos = 0
-    total = len(data)
-    while pos < total:
-        body = pos + length_size
-        if body > total:
-            raise BitstreamError(f"truncated NAL length field at offset {pos}")
-        size = int.from_bytes(data[pos:body], "big")
-        if body + size > total:
-            raise BitstreamError(f"NAL unit at offset {pos} declares {size} bytes, only {total - body} remain")
-        if size and _IRAP_FIRST <= (data[body] >> 1) & 0x3F <= _IRAP_LAST:
-            return True
-        pos = body + size
-    return False
+    return any(_IRAP_FIRST <= (data[start] >> 1) & 0x3F <= _IRAP_LAST for start, _ in iter_nal_units(data, length_size))
 
 
 def parse_hevc_config(record: bytes) -> HevcConfig:

@@ -1,8 +1,7 @@
 """The RTMP chunk stream (Adobe RTMP spec 1.0, section 5.3), sans-IO.
 
 :class:`ChunkReader` turns the bytes that follow the handshake into complete
-:class:`RtmpMessage` objects; :func:`encode_message` and :class:`ChunkWriter`
-go the other way.  Nothing here performs I/O, reads a clock or imports
+:class:`RtmpMessage` objects; :func:`encode_message` goes the other way.  Nothing here performs I/O, reads a clock or imports
 Twisted: the protocol adapter forwards ``dataReceived`` to
 :meth:`ChunkReader.feed` and writes what the encoders return.
 
@@ -45,7 +44,6 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "ChunkError",
     "ChunkReader",
-    "ChunkWriter",
     "RtmpMessage",
     "encode_message",
 ]
@@ -442,98 +440,3 @@ def encode_message(
         )
         continuation = _basic_header(3, csid)
     return _chunk_payload(header, continuation, payload, chunk_size)
-
-
-class _OutStream:
-    __slots__ = ("stream_id", "type_id", "length", "timestamp", "delta", "fmt")
-
-    def __init__(self, stream_id: int, type_id: int, length: int, timestamp: int, delta: int) -> None:
-        self.stream_id = stream_id
-        self.type_id = type_id
-        self.length = length
-        self.timestamp = timestamp
-        self.delta = delta
-        self.fmt = 0
-
-
-class ChunkWriter:
-    """Chunk outgoing messages with per-chunk-stream header compression.
-
-    Uses type 1/2/3 headers (section 5.3.1.2) when the previous message on
-    the same chunk stream allows it.  That state is only right if *every*
-    message on a chunk stream goes through this writer: chunk streams also
-    written with the stateless :func:`encode_message` (media fan-out) must
-    not be used here, or must be :meth:`reset` after each such write.
-
-    To stay compatible with readers that disagree about the delta a type 3
-    header implies after a type 0 header (the spec says the type 0
-    timestamp; nginx-rtmp uses 0), a type 3 header only starts a new message
-    after a type 1/2 header, or after a type 0 header with timestamp 0.  Any
-    value that would need an extended timestamp gets a type 0 header.
-    """
-
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk size {chunk_size} outside 1..{MAX_CHUNK_SIZE}")
-        self.chunk_size = chunk_size
-        """Our outgoing chunk size; change it only together with sending Set
-        Chunk Size to the peer (see :meth:`set_chunk_size`)."""
-        self._streams: dict[int, _OutStream] = {}
-
-    def reset(self, csid: int | None = None) -> None:
-        """Forget the compression state of ``csid`` (or of every chunk
-        stream), so that the next message on it gets a type 0 header."""
-        if csid is None:
-            self._streams.clear()
-        else:
-            self._streams.pop(csid, None)
-
-    def set_chunk_size(self, size: int) -> bytes:
-        """Return a Set Chunk Size message (section 5.4.1, chunk stream 2,
-        message stream 0) chunked at the *old* size, and switch to ``size``
-        for everything encoded afterwards."""
-        if not 1 <= size <= MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk size {size} outside 1..{MAX_CHUNK_SIZE}")
-        data = self.encode(2, _MSG_SET_CHUNK_SIZE, 0, 0, _U32.pack(size))
-        self.chunk_size = size
-        return data
-
-    def encode(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
-        """Chunk one message, compressing its header against the previous
-        message on ``csid``."""
-        length = len(payload)
-        chunk_size = self.chunk_size
-        _check_message(csid, type_id, stream_id, length, chunk_size)
-        ts = timestamp & _TS_MASK
-        st = self._streams.get(csid)
-        if st is None or st.stream_id != stream_id:
-            return self._full(csid, type_id, stream_id, ts, payload)
-        delta = ts - st.timestamp
-        if not 0 <= delta < _EXTENDED:
-            return self._full(csid, type_id, stream_id, ts, payload)
-        continuation = _basic_header(3, csid)
-        if type_id == st.type_id and length == st.length:
-            if delta == st.delta and (st.fmt != 0 or delta == 0):
-                header = continuation
-            else:
-                header = _basic_header(2, csid) + _TS_ONLY.pack(delta >> 16, delta & 0xFFFF)
-                st.fmt = 2
-        else:
-            header = _basic_header(1, csid) + _TS_LEN_TYPE.pack(
-                delta >> 16, delta & 0xFFFF, length >> 16, length & 0xFFFF, type_id
-            )
-            st.fmt = 1
-            st.type_id = type_id
-            st.length = length
-        st.timestamp = ts
-        st.delta = delta
-        return _chunk_payload(header, continuation, payload, chunk_size)
-
-    def _full(self, csid: int, type_id: int, stream_id: int, ts: int, payload: bytes) -> bytes:
-        data = encode_message(csid, type_id, stream_id, ts, payload, self.chunk_size)
-        if ts >= _EXTENDED:
-            # Never compress against an extended-timestamp header.
-            self._streams.pop(csid, None)
-        else:
-            self._streams[csid] = _OutStream(stream_id, type_id, len(payload), ts, ts)
-        return data

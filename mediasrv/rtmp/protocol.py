@@ -12,22 +12,21 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from OpenSSL import SSL
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mediasrv.codec import flv
 from mediasrv.codec.amf0 import UNDEFINED, AmfError
+from mediasrv.codec.flv import VideoKind
 from mediasrv.core import flvmux
-from mediasrv.core.closing import close_transport
+from mediasrv.core.adapter import SessionProtocol
 from mediasrv.core.context import AccessDenied, Core, start_play, start_publish
 from mediasrv.core.frames import Codec, MediaFrame, TrackKind
 from mediasrv.core.reader import StreamReader
 from mediasrv.core.registry import StreamBusy, StreamNotFound
-from mediasrv.core.sessions import Role, SessionInfo
+from mediasrv.core.sessions import Role
 from mediasrv.core.stream import Stream
 from mediasrv.hooks.model import AccessRequest, Action, Decision
 from mediasrv.rtmp import messages as m
@@ -41,16 +40,38 @@ WINDOW_ACK_SIZE = 2_500_000
 _BAD_INPUT = (HandshakeError, ChunkError, AmfError, flv.FlvError, ValueError)
 
 
+def refusal_status(failure: Failure, prefix: str, stream: str) -> tuple[str, str] | None:
+    """The ``onStatus`` code and description that tell a client why its
+    ``publish`` or ``play`` (``prefix``: ``Publish``/``Play``) was refused, as
+    ZLMediaKit/SRS clients expect; None for a failure that is a bug of ours."""
+    if failure.check(AccessDenied):
+        return f"NetStream.{prefix}.BadAuth", str(failure.value)
+    if failure.check(StreamBusy):
+        return "NetStream.Publish.BadName", "Stream already publishing"
+    if failure.check(StreamNotFound):
+        return "NetStream.Play.StreamNotFound", f"No such stream: {stream}"
+    return None
+
+
 def split_name(name: str) -> tuple[str, str]:
     """``"stream?token=abc"`` → ``("stream", "token=abc")``."""
     base, _, query = name.partition("?")
     return base, query
 
 
+def _is_our_video_body(codec: Codec, payload: bytes) -> bool:
+    """Whether a publisher's video body is in the form :func:`flvmux.frame_body`
+    would build (legacy FLV for H.264, enhanced RTMP -- ``IsExHeader``, the top
+    bit -- for H.265), so it can be passed through to players as is."""
+    enhanced = bool(payload[0] & 0x80)
+    return (codec is Codec.H264 and not enhanced) or (codec is Codec.H265 and enhanced)
+
+
 class RtmpPlayer(StreamReader):
-    schema = "rtmp"
     """Writes a stream to one RTMP player.  Frame chunks are built once per
     (frame, message stream id) and shared by every RTMP player."""
+
+    schema = "rtmp"
 
     def __init__(self, proto: RtmpServerProtocol, msid: int, max_queue_bytes: int) -> None:
         super().__init__(max_queue_bytes, proto.session)
@@ -84,14 +105,18 @@ class RtmpPlayer(StreamReader):
         self.proto.play_ended(self, reason)
 
 
-class RtmpServerProtocol(Protocol):
+class RtmpServerProtocol(SessionProtocol):
+    """One RTMP connection: NetConnection and NetStream commands over the
+    chunk stream, dispatched by name to ``rtmp_<command>``."""
+
+    name = "rtmp"
+    bad_input = _BAD_INPUT
+
     def __init__(self, core: Core, secure: bool = False) -> None:
-        self.core = core
-        self.secure = secure
+        super().__init__(core, secure)
         cfg = core.config.rtmp
         self.handshake = ServerHandshake(server_time=0)
         self.reader = ChunkReader(max_message_size=cfg.maxMessageSize)
-        self.session: SessionInfo = None  # type: ignore[assignment]  # set in connectionMade
         self.app = ""
         self.app_params = ""
         self.tc_url = ""
@@ -104,78 +129,44 @@ class RtmpServerProtocol(Protocol):
         self.publishing: Stream | None = None
         self.publish_msid = 0
         self.player: RtmpPlayer | None = None
-        self.pending: defer.Deferred[Any] | None = None
-        self.closing = False
-        self.last_activity = 0.0
-        self._timer: IDelayedCall | None = None
-        self._abort_call: IDelayedCall | None = None
         self._warned_types: set[int] = set()
 
-    # -- Twisted callbacks -------------------------------------------------------
-    def connectionMade(self) -> None:
-        clock = self.core.clock
-        self.session = self.core.open_session("rtmps" if self.secure else "rtmp", self.transport, self.kick)
-        self.last_activity = clock.seconds()
-        if self.core.over_capacity():
-            self.fail("too many connections (general.maxConnections)")
-            return
-        self._timer = clock.callLater(self.core.config.rtmp.handshakeSecond, self._handshake_timeout)
+    # -- the session skeleton ------------------------------------------------------
+    def session_started(self) -> None:
+        self.arm_idle_check(self.core.config.rtmp.handshakeSecond)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.session.bytes_in += len(data)
-        self.last_activity = self.core.clock.seconds()
-        try:
+    def bytes_received(self, data: bytes) -> None:
+        if not self.handshake.complete:
+            self.handshake.receive_data(data)
+            out = self.handshake.data_to_send()
+            if out:
+                self.write(out)
             if not self.handshake.complete:
-                self.handshake.receive_data(data)
-                out = self.handshake.data_to_send()
-                if out:
-                    self.write(out)
-                if not self.handshake.complete:
-                    return
-                data = self.handshake.leftover
-                self._handshake_done()
-            for msg in self.reader.feed(data):
-                self.dispatch(msg)
-                if self.closing:
-                    return
-            if self.peer_window and self.reader.bytes_received - self.last_ack >= self.peer_window:
-                self.last_ack = self.reader.bytes_received
-                self.write(m.acknowledgement(self.last_ack & 0xFFFFFFFF))
-        except _BAD_INPUT as e:
-            self.fail(f"{type(e).__name__}: {e}")
-        except Exception:
-            # A bug of ours, not the peer's: the traceback with the session id,
-            # and only this connection goes.
-            log.failure("rtmp session {sid}: internal error; closing", sid=self.session.id)
-            self._close(abort=True)
+                return
+            data = self.handshake.leftover
+            self.arm_idle_check(self.core.config.rtmp.keepAliveSecond)
+        for msg in self.reader.feed(data):
+            self.dispatch(msg)
+            if self.closing:
+                return
+        if self.peer_window and self.reader.bytes_received - self.last_ack >= self.peer_window:
+            self.last_ack = self.reader.bytes_received
+            self.write(m.acknowledgement(self.last_ack & 0xFFFFFFFF))
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.closing and reason.check(SSL.Error):
-            # Garbage on the RTMPS port (plain RTMP, HTTP, a scanner) never
-            # reaches dataReceived: TLS itself refuses it.
-            log.warn("rtmp session {sid} from {ip}:{port}: TLS failed: {why}; closing", sid=self.session.id,
-                     ip=self.session.peer_ip, port=self.session.peer_port, why=reason.getErrorMessage())
-        self.closing = True
-        for call in (self._timer, self._abort_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._abort_call = None
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.cancel()
-        self._stop_playing(connected=False)
-        self._stop_publishing(abrupt=True)
-        if self.session is not None:
-            self.core.sessions.close(self.session)
+    def idle_expired(self, idle: float) -> str | None:
+        cfg = self.core.config.rtmp
+        if not self.handshake.complete:
+            return f"handshake not finished within {cfg.handshakeSecond:g} s"
+        # Players legitimately stay silent (they only acknowledge); publishers
+        # and connections that never started must keep talking.
+        if self.player is None and self.pending is None and idle >= cfg.keepAliveSecond:
+            return f"no data for {idle:.0f} s (rtmp.keepAliveSecond)"
+        return None
+
+    def idle_check_interval(self) -> float:
+        return self.core.config.rtmp.keepAliveSecond
 
     # -- output helpers ----------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.session.bytes_out += len(data)
-            self.transport.write(data)
-
     def encode(self, type_id: int, payload: bytes, csid: int, stream_id: int = 0, timestamp: int = 0) -> bytes:
         return encode_message(csid, type_id, stream_id, timestamp, payload, OUT_CHUNK_SIZE)
 
@@ -186,58 +177,6 @@ class RtmpServerProtocol(Protocol):
                   **extra: Any) -> None:
         info = {"level": level, "code": code, "description": description, **extra}
         self.send_command("onStatus", 0, None, info, stream_id=stream_id)
-
-    def fail(self, why: str) -> None:
-        """Bad input or a refusal: one log line, then the connection is closed."""
-        if self.closing:
-            return
-        log.warn("rtmp session {sid} from {ip}:{port}: {why}; closing", sid=self.session.id,
-                 ip=self.session.peer_ip, port=self.session.peer_port, why=why)
-        self._close(abort=True)
-
-    def refuse(self, why: str) -> None:
-        """A refusal after the client was told why: flush the reply, then close."""
-        if self.closing:
-            return
-        log.info("rtmp session {sid}: {why}", sid=self.session.id, why=why)
-        self._close(abort=False)
-
-    def kick(self, reason: str) -> None:
-        if self.closing:
-            return
-        log.info("rtmp session {sid} kicked: {reason}", sid=self.session.id, reason=reason)
-        self._stop_publishing(abrupt=False)
-        self._close(abort=True)
-
-    def _close(self, abort: bool) -> None:
-        self.closing = True
-        if self.transport is None:
-            return
-        self._abort_call = close_transport(self.transport, self.core.clock, abort)
-
-    # -- timers ------------------------------------------------------------------
-    def _handshake_timeout(self) -> None:
-        self._timer = None
-        self.fail(f"handshake not finished within {self.core.config.rtmp.handshakeSecond:g} s")
-
-    def _handshake_done(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._arm_idle_check()
-
-    def _arm_idle_check(self) -> None:
-        self._timer = self.core.clock.callLater(self.core.config.rtmp.keepAliveSecond, self._idle_check)
-
-    def _idle_check(self) -> None:
-        self._timer = None
-        limit = self.core.config.rtmp.keepAliveSecond
-        idle = self.core.clock.seconds() - self.last_activity
-        # Players legitimately stay silent (they only acknowledge); publishers
-        # and connections that never started must keep talking.
-        if self.player is None and self.pending is None and idle >= limit:
-            self.fail(f"no data for {idle:.0f} s (rtmp.keepAliveSecond)")
-            return
-        self._arm_idle_check()
 
     # -- message dispatch --------------------------------------------------------
     def dispatch(self, msg: RtmpMessage) -> None:
@@ -286,13 +225,8 @@ class RtmpServerProtocol(Protocol):
         if not self.app_params and "?" in self.tc_url:
             self.app_params = self.tc_url.partition("?")[2]
         self.vhost = urlsplit(self.tc_url).hostname or "" if self.tc_url else ""
-        s = self.session
-        s.app = self.app
-        s.params = self.app_params
-        s.vhost = self.core.registry.key(self._vhost_for(self.app_params), self.app, "").vhost
         # The connect gate (SRS on_connect); other dialects do not gate it.
-        request = AccessRequest(Action.CONNECT, "rtmp", s.protocol, s.vhost, self.app, "", self.app_params,
-                                s.peer_ip, s.peer_port, s.id, tc_url=self.tc_url, page_url=self.page_url)
+        request = self._access_request(Action.CONNECT, "", self.app_params)
         self.pending = d = self.core.gate.authorize(request)
         d.addCallbacks(self._connect_decided, self._connect_failed, callbackArgs=(cmd, obj))
 
@@ -344,7 +278,7 @@ class RtmpServerProtocol(Protocol):
         name = str(cmd.args[0]) if cmd.args else ""
         self.send_command("onFCUnpublish", 0, None, {"code": "NetStream.Unpublish.Success", "description": name})
         self._result_null(cmd)
-        self._stop_publishing(abrupt=False)
+        self.stop_publishing(abrupt=False)
 
     def rtmp_FCSubscribe(self, cmd: m.Command, msg: RtmpMessage) -> None:
         self._result_null(cmd)
@@ -353,8 +287,8 @@ class RtmpServerProtocol(Protocol):
         self.send_command("_result", cmd.transaction_id, None, 0.0)
 
     def rtmp_deleteStream(self, cmd: m.Command, msg: RtmpMessage) -> None:
-        self._stop_publishing(abrupt=False)
-        self._stop_playing()
+        self.stop_publishing(abrupt=False)
+        self.stop_playing()
 
     def rtmp_closeStream(self, cmd: m.Command, msg: RtmpMessage) -> None:
         self.rtmp_deleteStream(cmd, msg)
@@ -380,10 +314,15 @@ class RtmpServerProtocol(Protocol):
         if self.publishing is not None or self.player is not None or self.pending is not None:
             raise ValueError(f"{cmd.name} on a connection that already publishes or plays")
         stream, params = self._stream_args(cmd)
+        self.session.role = Role.PUBLISHER if action is Action.PUBLISH else Role.PLAYER
+        return self._access_request(action, stream, params)
+
+    def _access_request(self, action: Action, stream: str, params: str) -> AccessRequest:
+        """The gate's question for a connect, publish or play of ``stream`` in
+        the connected app; the session row learns vhost, app, stream and params."""
         s = self.session
         s.vhost = self.core.registry.key(self._vhost_for(params), self.app, stream).vhost
         s.app, s.stream, s.params = self.app, stream, params
-        s.role = Role.PUBLISHER if action is Action.PUBLISH else Role.PLAYER
         return AccessRequest(action, "rtmp", s.protocol, s.vhost, self.app, stream, params, s.peer_ip,
                              s.peer_port, s.id, tc_url=self.tc_url, page_url=self.page_url)
 
@@ -400,15 +339,11 @@ class RtmpServerProtocol(Protocol):
         if failure.check(defer.CancelledError) or self.closing:
             return
         s = self.session
-        if failure.check(AccessDenied):
-            code, desc = f"NetStream.{prefix}.BadAuth", str(failure.value)
-        elif failure.check(StreamBusy):
-            code, desc = "NetStream.Publish.BadName", "Stream already publishing"
-        elif failure.check(StreamNotFound):
-            code, desc = "NetStream.Play.StreamNotFound", f"No such stream: {s.stream}"
-        else:
+        status = refusal_status(failure, prefix, s.stream)
+        if status is None:
             log.failure("rtmp session {sid}: {prefix} failed", failure, sid=s.id, prefix=prefix.lower())
-            code, desc = f"NetStream.{prefix}.Failed", "internal error"
+            status = f"NetStream.{prefix}.Failed", "internal error"
+        code, desc = status
         self.on_status(code, desc, "error", stream_id=msid)
         self.refuse(f"{prefix.lower()} {s.app}/{s.stream} refused: {code}: {failure.getErrorMessage()}")
 
@@ -429,7 +364,7 @@ class RtmpServerProtocol(Protocol):
         self.on_status("NetStream.Publish.Start", f"{self.session.stream} is now published.", stream_id=msid)
         log.info("rtmp session {sid} publishes {key}", sid=self.session.id, key=str(stream.key))
 
-    def _stop_publishing(self, abrupt: bool) -> None:
+    def stop_publishing(self, abrupt: bool) -> None:
         stream, self.publishing = self.publishing, None
         if stream is not None:
             self.core.registry.unpublish(stream, self.session, abrupt=abrupt)
@@ -444,14 +379,13 @@ class RtmpServerProtocol(Protocol):
             codec = pkt.codec
             if codec is None:  # an enhanced command frame: nothing to carry
                 return
-            if pkt.kind == "config":
+            if pkt.kind is VideoKind.CONFIG:
                 stream.set_track(flvmux.track_from_config(codec, pkt.data))
                 return
-            if pkt.kind != "frame" or stream.video is None:
+            if pkt.kind is not VideoKind.FRAME or stream.video is None:
                 return
             frame = MediaFrame(codec, msg.timestamp, msg.timestamp + pkt.cts, pkt.keyframe, pkt.data)
-            # An FLV body in the form we would build anyway is passed through as is.
-            if codec is Codec.H264 and not payload[0] & 0x80 or codec is Codec.H265 and payload[0] & 0x80:
+            if _is_our_video_body(codec, payload):
                 frame.muxed[flvmux.FLV_BODY] = payload
         else:
             apkt = flv.parse_audio(payload)
@@ -492,7 +426,7 @@ class RtmpServerProtocol(Protocol):
         self.write(m.data("|RtmpSampleAccess", True, True, stream_id=msid, chunk_size=OUT_CHUNK_SIZE))
         player = RtmpPlayer(self, msid, self.core.config.general.maxPlayerQueueBytes)
         self.player = player
-        self.transport.registerProducer(player, True)  # type: ignore[union-attr]
+        self.attach_producer(player)
         stream.add_reader(player)
         log.info("rtmp session {sid} plays {key}", sid=s.id, key=str(stream.key))
 
@@ -504,19 +438,14 @@ class RtmpServerProtocol(Protocol):
         self.on_status("NetStream.Play.UnpublishNotify", f"{self.session.stream} is now unpublished.",
                        stream_id=player.msid)
         self.on_status("NetStream.Play.Stop", f"Stopped playing {self.session.stream}.", stream_id=player.msid)
-        self._stop_playing()
+        self.stop_playing()
         self.refuse(f"stream ended: {reason}")
 
-    def _stop_playing(self, connected: bool = True) -> None:
-        """Leave the stream.  The producer registered in _start_play is
-        unregistered here whatever the transport: a TLS transport keeps it as
-        ``_producer`` (not ``producer``), and while one is registered its
-        loseConnection never shuts TLS down."""
+    def stop_playing(self, connected: bool = True) -> None:
         player, self.player = self.player, None
         if player is not None:
             player.detach()
-            if connected and self.transport is not None:
-                self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.detach_producer(player, connected)
 
 
 class RtmpFactory(Factory):

@@ -23,53 +23,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mediasrv.codec import flv, h264
-from mediasrv.codec.bits import BitReader, BitstreamError, CodecError, remove_emulation_prevention
+from mediasrv.codec.bits import BitReader, BitstreamError, CodecError, iter_nal_units, remove_emulation_prevention
 from mediasrv.codec.flv import FlvReader, VideoKind
 from mediasrv.codec.h264 import H264Error
+from tests.support.bits import BitWriter, add_emulation_prevention
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 def load(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-class BitWriter:
-    """Reference encoder for the tests: u(n), ue(v), se(v) per H.264 9.2."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self.size = 0
-
-    def bits(self, n: int, v: int) -> BitWriter:
-        self.value = (self.value << n) | v
-        self.size += n
-        return self
-
-    def ue(self, v: int) -> BitWriter:
-        code = v + 1
-        return self.bits(2 * code.bit_length() - 1, code)
-
-    def se(self, v: int) -> BitWriter:
-        return self.ue(2 * v - 1 if v > 0 else -2 * v)
-
-    def rbsp(self) -> bytes:
-        """Append rbsp_trailing_bits and return the bytes."""
-        self.bits(1, 1)
-        pad = -self.size % 8
-        return (self.value << pad).to_bytes((self.size + pad) // 8, "big")
-
-
-def add_emulation_prevention(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
 
 
 # -- bits: BitReader ---------------------------------------------------------
@@ -210,6 +173,24 @@ def test_avcc_framing_errors() -> None:
     with pytest.raises(BitstreamError, match="NAL length size must be 1, 2, 3 or 4, not 5"):
         h264.avcc_to_nals(b"", 5)
     assert h264.avcc_to_nals(b"\x00\x00\x00\x00\x00\x00\x00\x01\x09") == [b"\x09"]
+
+
+def test_iter_nal_units_yields_spans_and_stops_where_the_caller_stops() -> None:
+    data = b"\x00\x00\x00\x02\x09\xf0" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x02\x65\x88" + b"\x00\x00\x00\x09ab"
+    walk = iter_nal_units(data)
+    assert next(walk) == (4, 6)  # the empty entry at 6..10 is skipped
+    assert next(walk) == (14, 16) and data[14:16] == b"\x65\x88"
+    with pytest.raises(BitstreamError, match="NAL unit at offset 16 declares 9 bytes, only 2 remain"):
+        next(walk)
+    # a keyframe test answers before it reaches the truncated tail
+    assert h264.is_keyframe_avcc(data)
+    assert list(iter_nal_units(b"\x02\x41\x9a\x01\x06", 1)) == [(1, 3), (4, 5)]
+    assert list(iter_nal_units(b"")) == []
+    with pytest.raises(BitstreamError, match="truncated NAL length field at offset 0: 3 of 4 bytes"):
+        list(iter_nal_units(b"\x00\x00\x00"))
+    for bad in (0, 5):
+        with pytest.raises(BitstreamError, match=f"NAL length size must be 1, 2, 3 or 4, not {bad}"):
+            h264.is_keyframe_avcc(b"\x00\x01\x65", bad)
 
 
 def test_annexb_to_avcc() -> None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from mediasrv.codec import h265
 from mediasrv.codec.bits import BitstreamError
 from mediasrv.codec.h265 import H265Error
+from tests.support.bits import BitWriter, add_emulation_prevention
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -33,43 +34,6 @@ def mp4_box(data: bytes, fourcc: bytes) -> bytes:
     i = data.index(fourcc)
     size = int.from_bytes(data[i - 4 : i], "big")
     return data[i + 4 : i - 4 + size]
-
-
-class BitWriter:
-    """Reference encoder for synthetic parameter sets: u(n), ue(v), se(v)."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self.size = 0
-
-    def bits(self, n: int, v: int) -> BitWriter:
-        self.value = (self.value << n) | v
-        self.size += n
-        return self
-
-    def ue(self, v: int) -> BitWriter:
-        code = v + 1
-        return self.bits(2 * code.bit_length() - 1, code)
-
-    def se(self, v: int) -> BitWriter:
-        return self.ue(2 * v - 1 if v > 0 else -2 * v)
-
-    def rbsp(self) -> bytes:
-        self.bits(1, 1)
-        pad = -self.size % 8
-        return (self.value << pad).to_bytes((self.size + pad) // 8, "big")
-
-
-def add_emulation_prevention(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from mediasrv.rtmp.chunks import (
     ChunkError,
     ChunkReader,
-    ChunkWriter,
     RtmpMessage,
     encode_message,
 )
+from tests.support.rtmp_chunks import CompressingChunkWriter
 
 
 def u32(n: int) -> bytes:
@@ -147,7 +147,7 @@ def test_round_trip_interleaved(msgs: list[RtmpMessage], chunk_size: int, seed: 
     assert by_csid == expected
 
 
-# -- ChunkWriter (header compression) --------------------------------------
+# -- compressed headers, as publishers send them (a test-only writer) ------
 
 _writer_ops = st.lists(
     st.tuples(
@@ -165,7 +165,7 @@ _writer_ops = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(_writer_ops)
 def test_writer_compressed_round_trip(ops: list[tuple[int, int, int, int, int, int | None]]) -> None:
-    writer = ChunkWriter()
+    writer = CompressingChunkWriter()
     clock: dict[int, int] = defaultdict(int)
     stream = bytearray()
     expected: list[RtmpMessage] = []
@@ -186,7 +186,7 @@ def test_writer_compressed_round_trip(ops: list[tuple[int, int, int, int, int, i
 
 
 def test_writer_uses_compressed_headers() -> None:
-    w = ChunkWriter()
+    w = CompressingChunkWriter()
     p = b"x" * 10
     assert w.encode(3, 20, 0, 1000, p)[:1] == b"\x03"  # fmt 0
     assert w.encode(3, 20, 0, 1020, p) == b"\x83\x00\x00\x14" + p  # fmt 2
@@ -206,13 +206,13 @@ def test_writer_uses_compressed_headers() -> None:
 
 
 def test_writer_set_chunk_size() -> None:
-    w = ChunkWriter()
+    w = CompressingChunkWriter()
     assert w.set_chunk_size(4096) == scs(4096)
     assert w.chunk_size == 4096
     with pytest.raises(ValueError):
         w.set_chunk_size(0)
     with pytest.raises(ValueError):
-        ChunkWriter(0)
+        CompressingChunkWriter(0)
 
 
 # -- golden bytes: encode_message ------------------------------------------

@@ -20,17 +20,19 @@ from OpenSSL import SSL
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from mediasrv import config
 from mediasrv.codec import amf0, flv, h265
 from mediasrv.codec.bits import nals_to_avcc, split_annexb
-from mediasrv.core.context import Core
+from mediasrv.core.context import AccessDenied, Core
 from mediasrv.core.frames import Codec
+from mediasrv.core.registry import StreamBusy, StreamNotFound
 from mediasrv.core.sessions import Role
 from mediasrv.core.stream import Stream
 from mediasrv.rtmp import messages as m
 from mediasrv.rtmp.chunks import RtmpMessage, encode_message
-from mediasrv.rtmp.protocol import RtmpServerProtocol
+from mediasrv.rtmp.protocol import RtmpServerProtocol, refusal_status
 from tests.conftest import FIXTURES
 from tests.support.rtmp_client import RtmpTestClient, TlsRtmpTestClient, self_signed_pem
 
@@ -1059,3 +1061,15 @@ def test_fuzz_messages_after_connect(msgs: list[tuple[int, bytes]], chunk_size: 
                 break
             c.message(type_id, payload, stream_id=1, csid=5 if type_id not in (m.VIDEO, m.AUDIO) else None)
     _fuzz_run(feed)
+
+
+@pytest.mark.parametrize("error, prefix, status", [
+    (AccessDenied("no token"), "Publish", ("NetStream.Publish.BadAuth", "no token")),
+    (AccessDenied("no token"), "Play", ("NetStream.Play.BadAuth", "no token")),
+    (StreamBusy("live/test"), "Publish", ("NetStream.Publish.BadName", "Stream already publishing")),
+    (StreamNotFound("live/test"), "Play", ("NetStream.Play.StreamNotFound", "No such stream: test")),
+    (RuntimeError("a bug"), "Play", None),
+])
+def test_refusal_status(error: Exception, prefix: str, status: tuple[str, str] | None) -> None:
+    """The one map from the core's refusals to the onStatus codes clients expect."""
+    assert refusal_status(Failure(error), prefix, "test") == status

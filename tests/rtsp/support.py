@@ -1,5 +1,6 @@
 """Helpers for the RTSP unit tests: media from the fixtures, a fake UDP reactor,
-and an RTSP client on StringTransport driving a real RtspServerProtocol."""
+an RTSP client on StringTransport driving a real RtspServerProtocol, and the
+play / record steps the tests share."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from mediasrv import config
-from mediasrv.codec import flv
+from mediasrv.codec import flv, rtp
+from mediasrv.codec.sdp import parse_sdp
 from mediasrv.core import flvmux
 from mediasrv.core.context import Core
-from mediasrv.core.frames import Codec, MediaFrame, Track
+from mediasrv.core.frames import Codec, MediaFrame, Track, TrackKind
 from mediasrv.core.stream import Stream
+from mediasrv.rtsp import media
+from mediasrv.rtsp.muxer import TrackMuxer
 from mediasrv.rtsp.parser import (
     InterleavedFrame,
     RtspParser,
@@ -38,9 +43,11 @@ def _tracks_and_frames() -> tuple[Track, Track, list[MediaFrame]]:
     for tag in _TAGS:
         if tag.tag_type == flv.TAG_VIDEO:
             pkt = flv.parse_video(tag.payload)
-            if pkt.kind == "config":
+            if pkt.codec is None:
+                continue
+            if pkt.kind is flv.VideoKind.CONFIG:
                 video = flvmux.track_from_config(pkt.codec, pkt.data)
-            elif pkt.kind == "frame":
+            elif pkt.kind is flv.VideoKind.FRAME:
                 frames.append(MediaFrame(pkt.codec, tag.timestamp, tag.timestamp + pkt.cts, pkt.keyframe, pkt.data))
         elif tag.tag_type == flv.TAG_AUDIO:
             apkt = flv.parse_audio(tag.payload)
@@ -107,11 +114,27 @@ class FakeUdpReactor:
 # -- the client ------------------------------------------------------------------------------------------
 
 
+class TlsLikeTransport(StringTransport):
+    """Keeps its producer the way ``TLSMemoryBIOProtocol`` does: as
+    ``_producer`` (``producer`` stays None), and a second registration without
+    an unregistration in between raises."""
+
+    _producer: Any = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self._producer is not None:
+            raise RuntimeError("a producer is already registered")
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+
 class RtspTestClient:
-    def __init__(self, factory: RtspFactory, port: int) -> None:
+    def __init__(self, factory: RtspFactory, port: int, transport: type[StringTransport] = StringTransport) -> None:
         self.proto: RtspServerProtocol = factory.buildProtocol(None)
-        self.transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8554),
-                                         peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+        self.transport = transport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8554),
+                                   peerAddress=IPv4Address("TCP", "127.0.0.1", port))
         self.proto.makeConnection(self.transport)
         self.parser = RtspParser()
         self.cseq = 0
@@ -207,8 +230,8 @@ class Harness:
             self._factory = RtspFactory(self.core, self.udp)
         return self._factory
 
-    def client(self) -> RtspTestClient:
-        c = RtspTestClient(self.factory, 41000 + len(self.clients))
+    def client(self, transport: type[StringTransport] = StringTransport) -> RtspTestClient:
+        c = RtspTestClient(self.factory, 41000 + len(self.clients), transport)
         self.clients.append(c)
         return c
 
@@ -234,3 +257,68 @@ class Harness:
 
 def headers(resp: RtspResponse) -> dict[str, Any]:
     return {k.lower(): v for k, v in resp.headers.items()}
+
+
+# -- helpers of the tests -------------------------------------------------------------------------------
+
+URL = "rtsp://127.0.0.1:8554/live/test"
+PUB_URL = "rtsp://127.0.0.1:8554/live/pub"
+
+
+def mediasrv_lines(events: list[LogEvent], level: LogLevel | None = None) -> list[str]:
+    return [formatEvent(e) for e in events if str(e.get("log_namespace", "")).startswith("mediasrv.rtsp")
+            and (level is None or e.get("log_level") == level)]
+
+
+def play_tcp(c: RtspTestClient, url: str = URL) -> dict[str, Any]:
+    d = c.request("DESCRIBE", url, [("Accept", "application/sdp")])
+    assert d is not None and d.status == 200, d
+    base = headers(d)["content-base"]
+    s1 = c.request("SETUP", base + "trackID=0", [("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")])
+    s2 = c.request("SETUP", base + "trackID=1", [("Transport", "RTP/AVP/TCP;unicast;interleaved=2-3")])
+    p = c.request("PLAY", base, [("Range", "npt=0.000-")])
+    assert s1 is not None and s2 is not None and p is not None
+    assert (s1.status, s2.status, p.status) == (200, 200, 200)
+    return {"describe": d, "setup": [s1, s2], "play": p}
+
+
+def ours(h: Harness) -> list[str]:
+    """Delayed calls of the RTSP session (its timers, the auth delay, the stream wait)."""
+    return [repr(d) for d in h.clock.getDelayedCalls()
+            if d.active() and any(word in repr(d) for word in ("Rtsp", "Session", "Deferred", "expire"))]
+
+
+def rtp_on(c: RtspTestClient, channel: int) -> list[rtp.RtpPacket]:
+    c.pump()
+    return [rtp.RtpPacket.parse(f.data) for f in c.frames if f.channel == channel]
+
+
+def announce_sdp() -> bytes:
+    video = media.media_for_track(VIDEO_TRACK, "streamid=0")
+    audio = media.media_for_track(AUDIO_TRACK, "streamid=1")
+    sd = parse_sdp("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nt=0 0\r\n")
+    sd.media += [video, audio]
+    return sd.serialize().encode()
+
+
+def record_tcp(c: RtspTestClient, url: str = PUB_URL) -> None:
+    a = c.request("ANNOUNCE", url, [("Content-Type", "application/sdp")], announce_sdp())
+    assert a is not None and a.status == 200, a
+    for i in range(2):
+        s = c.request("SETUP", f"{url}/streamid={i}",
+                      [("Transport", f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1};mode=record")])
+        assert s is not None and s.status == 200
+        assert headers(s)["transport"] == f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1};mode=record"
+    r = c.request("RECORD", url, [("Range", "npt=0.000-")])
+    assert r is not None and r.status == 200
+
+
+def rtp_of(frames: list[MediaFrame]) -> list[tuple[int, bytes]]:
+    """(channel, RTP packet) as a publisher would send them."""
+    muxers = {TrackKind.VIDEO: TrackMuxer(VIDEO_TRACK), TrackKind.AUDIO: TrackMuxer(AUDIO_TRACK)}
+    out = []
+    for f in frames:
+        m = muxers[f.kind]
+        channel = 0 if f.kind is TrackKind.VIDEO else 2
+        out += [(channel, p) for p in m.packetize(fresh(f), VIDEO_TRACK if f.kind is TrackKind.VIDEO else None).packets]
+    return out
