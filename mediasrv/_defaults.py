@@ -113,6 +113,9 @@ python = 0
 enable = 0
 timeoutSec = 10
 alive_interval = 10
+; extra attempts after a transport failure, a status other than 200 or a reply without an
+; integer code, retry_delay seconds apart (these two are the ZLMediaKit hooks' own: SRS, NMS
+; and PingOS hooks have theirs in their sections)
 retry = 1
 retry_delay = 3.0
 on_failure = deny
@@ -121,8 +124,21 @@ stream_changed_schemas = rtsp/rtmp/fmp4/ts/hls/hls.fmp4
 outbox = ./var/hook-outbox
 ; (mediasrv) most notifications kept waiting; when full, outbox_overflow decides
 outbox_max = 100000
+; (mediasrv) most bytes of notifications kept waiting (bodies and headers); when full, outbox_overflow decides
+outbox_max_bytes = 134217728
+; (mediasrv) seconds a notification is retried (transport failures, 5xx, 408, 429) before it is
+; moved aside as a dead letter (counted in /metrics, listed by the shell's hooks command)
+outbox_max_age = 86400
+; (mediasrv) most notifications in flight at once, over all sessions (connections to hook servers)
+outbox_connections = 8
 ; (mediasrv) drop_oldest or drop_newest; every drop is logged and counted
 outbox_overflow = drop_oldest
+; (mediasrv) 1: check https:// hook servers' certificates (chain and host name); 0: trust any
+; certificate (ZLMediaKit does not check them)
+ssl_verify = 1
+; (mediasrv) PEM file of the CA certificate(s) to trust for https:// hooks instead of the
+; system's (a self-signed certificate may be its own CA); empty: the system's CAs
+ssl_ca_file =
 on_publish =
 on_play =
 on_flow_report =
@@ -143,7 +159,14 @@ on_server_keepalive =
 ; SRS-style hooks; each value may hold several URLs separated by spaces
 enabled = 0
 timeoutSec = 10
+; (mediasrv) extra attempts after a transport failure or a reply that is not an answer
+; (SRS itself never retries); retry_delay: seconds between attempts
+retry = 0
+retry_delay = 3.0
 on_failure = deny
+; (mediasrv) as [hook] ssl_verify / ssl_ca_file, for these hooks
+ssl_verify = 1
+ssl_ca_file =
 on_connect =
 on_close =
 on_publish =
@@ -157,7 +180,13 @@ on_hls =
 ; Node-Media-Server-style notify_url
 notify_url =
 timeoutSec = 10
+; (mediasrv) extra attempts after a transport failure (Node-Media-Server never retries)
+retry = 0
+retry_delay = 3.0
 on_failure = allow
+; (mediasrv) as [hook] ssl_verify / ssl_ca_file, for notify_url
+ssl_verify = 1
+ssl_ca_file =
 
 [oclp]
 ; PingOS-style: URL [stage=start,update,done] [timeout=3s]
@@ -171,5 +200,11 @@ oclp_meta =
 oclp_record =
 update_interval = 60
 timeout = 3
+; (mediasrv) extra attempts after a transport failure (PingOS never retries)
+retry = 0
+retry_delay = 3.0
 on_failure = deny
+; (mediasrv) as [hook] ssl_verify / ssl_ca_file, for the oclp_* URLs
+ssl_verify = 1
+ssl_ca_file =
 """

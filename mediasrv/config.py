@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mediasrv._defaults import DEFAULT_INI
+from mediasrv._zlmediakit_keys import ZLMEDIAKIT_KEYS
 
 DEFAULT_VHOST = "__defaultVhost__"
 
@@ -50,6 +51,16 @@ def _policy(value: str) -> str | None:
 
 def _overflow(value: str) -> str | None:
     return None if value in ("drop_oldest", "drop_newest") else f"{value!r} must be 'drop_oldest' or 'drop_newest'"
+
+
+def _ca_file(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        with open(value, "rb"):
+            return None
+    except OSError as e:
+        return f"cannot read {value!r}: {e.strerror or e}"
 
 
 def _ip(value: str) -> str | None:
@@ -185,7 +196,12 @@ class Hook:
     stream_changed_schemas: str = field()
     outbox: str = field()
     outbox_max: int = field(metadata={"check": _positive})
+    outbox_max_bytes: int = field(metadata={"check": _positive})
+    outbox_max_age: float = field(metadata={"check": _positive})
+    outbox_connections: int = field(metadata={"check": _positive})
     outbox_overflow: str = field(metadata={"check": _overflow})
+    ssl_verify: bool = field()
+    ssl_ca_file: str = field(metadata={"check": _ca_file})
     on_publish: str = field()
     on_play: str = field()
     on_flow_report: str = field()
@@ -207,7 +223,11 @@ class Hook:
 class HttpHooks:
     enabled: bool
     timeoutSec: float = field(metadata={"check": _positive})
+    retry: int = field(metadata={"check": _not_negative})
+    retry_delay: float = field(metadata={"check": _not_negative})
     on_failure: str = field(metadata={"check": _policy})
+    ssl_verify: bool = field()
+    ssl_ca_file: str = field(metadata={"check": _ca_file})
     on_connect: str = field()
     on_close: str = field()
     on_publish: str = field()
@@ -222,7 +242,11 @@ class HttpHooks:
 class Notify:
     notify_url: str
     timeoutSec: float = field(metadata={"check": _positive})
+    retry: int = field(metadata={"check": _not_negative})
+    retry_delay: float = field(metadata={"check": _not_negative})
     on_failure: str = field(metadata={"check": _policy})
+    ssl_verify: bool = field()
+    ssl_ca_file: str = field(metadata={"check": _ca_file})
 
 
 @dataclass(frozen=True)
@@ -237,7 +261,11 @@ class Oclp:
     oclp_record: str
     update_interval: float = field(metadata={"check": _positive})
     timeout: float = field(metadata={"check": _positive})
+    retry: int = field(metadata={"check": _not_negative})
+    retry_delay: float = field(metadata={"check": _not_negative})
     on_failure: str = field(metadata={"check": _policy})
+    ssl_verify: bool = field()
+    ssl_ca_file: str = field(metadata={"check": _ca_file})
 
 
 @dataclass(frozen=True)
@@ -257,6 +285,9 @@ class Config:
     notify: Notify
     oclp: Oclp
     source: str = "(built-in defaults)"
+    # ZLMediaKit keys the file held that mediasrv does not implement ("section.key";
+    # "[section]" for a whole section mediasrv lacks): see ignored_keys_line
+    ignored: tuple[str, ...] = ()
 
     def get(self, dotted: str) -> Any:
         """Value of ``section.key``; KeyError when there is no such key."""
@@ -270,7 +301,7 @@ class Config:
         """``{"section.key": value}`` for every key (on_server_started, getServerConfig)."""
         out: dict[str, Any] = {}
         for sec_field in fields(self):
-            if sec_field.name == "source":
+            if sec_field.name in _NOT_SECTIONS:
                 continue
             sec = getattr(self, sec_field.name)
             for f in fields(sec):
@@ -278,8 +309,9 @@ class Config:
         return out
 
 
+_NOT_SECTIONS = ("source", "ignored")
 _SECTIONS: dict[str, type[Any]] = {
-    f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config) if f.name != "source"
+    f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config) if f.name not in _NOT_SECTIONS
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -332,16 +364,24 @@ def _read_ini(text: str, source: str) -> dict[str, dict[str, str]]:
     return {s: dict(parser.items(s)) for s in parser.sections()}
 
 
+def _is_zlmediakit_key(section: str, key: str) -> bool:
+    return key in ZLMEDIAKIT_KEYS.get(section, frozenset())
+
+
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build the configuration: defaults, then the file at ``path``, then ``overrides``.
 
-    ``overrides`` are ``section.key=value`` strings (``--set``).
+    ``overrides`` are ``section.key=value`` strings (``--set``).  A key of a
+    stock ZLMediaKit config.ini that mediasrv does not implement is not an
+    error in the file: it is recorded in ``Config.ignored`` (one warning line,
+    :func:`ignored_keys_line`); any other unknown section or key is.
     """
     raw: dict[str, dict[str, tuple[str, str]]] = {
         sec: {k: (v, "(built-in defaults)") for k, v in keys.items()}
         for sec, keys in _read_ini(DEFAULT_INI, "(built-in defaults)").items()
     }
     source = "(built-in defaults)"
+    ignored: list[str] = []
     if path is not None:
         source = str(path)
         try:
@@ -351,12 +391,21 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         except UnicodeDecodeError:
             raise ConfigError(source, "", "not UTF-8 text") from None
         for sec, keys in _read_ini(text, source).items():
-            if sec not in raw:
+            if sec not in raw and sec not in ZLMEDIAKIT_KEYS:
                 raise ConfigError(source, f"[{sec}]", "unknown section")
+            if sec not in raw:
+                typo = next((k for k in keys if not _is_zlmediakit_key(sec, k)), None)
+                if typo is not None:
+                    raise ConfigError(source, f"[{sec}] {typo}", "unknown key")
+                ignored.append(f"[{sec}]")
+                continue
             for k, v in keys.items():
-                if k not in raw[sec]:
+                if k in raw[sec]:
+                    raw[sec][k] = (v, source)
+                elif _is_zlmediakit_key(sec, k):
+                    ignored.append(f"{sec}.{k}")
+                else:
                     raise ConfigError(source, f"[{sec}] {k}", "unknown key")
-                raw[sec][k] = (v, source)
     for item in overrides:
         dotted, eq, value = item.partition("=")
         sec, dot, k = dotted.strip().partition(".")
@@ -367,13 +416,31 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         if k not in raw[sec]:
             raise ConfigError("--set", f"[{sec}] {k}", "unknown key")
         raw[sec][k] = (value, "--set")
+    if ignored:
+        # a ZLMediaKit config.ini names ZLMediaKit's sslport without a
+        # certificate (ZLMediaKit loads its bundled default.pem): that listener
+        # stays off, and the warning line says so
+        for sec in ("http", "rtmp", "rtsp"):
+            port, port_src = raw[sec]["sslport"]
+            if port_src == source and port.strip() not in ("", "0") and not raw["ssl"]["certFile"][0].strip():
+                raw[sec]["sslport"] = ("0", source)
+                ignored.append(f"{sec}.sslport={port.strip()} (no [ssl] certFile)")
     sections: dict[str, Any] = {}
     for sec, cls in _SECTIONS.items():
         values = {k: _convert(sec, k, v, src) for k, (v, src) in raw[sec].items()}
         sections[sec] = cls(**values)
-    cfg = Config(**sections, source=source)
+    cfg = Config(**sections, source=source, ignored=tuple(ignored))
     _cross_checks(cfg)
     return cfg
+
+
+def ignored_keys_line(cfg: Config) -> str | None:
+    """The one warning line naming the ZLMediaKit keys the file held that
+    mediasrv does not implement (None when there are none)."""
+    if not cfg.ignored:
+        return None
+    return (f"{cfg.source}: {len(cfg.ignored)} ZLMediaKit setting(s) not implemented by mediasrv, ignored: "
+            + ", ".join(cfg.ignored))
 
 
 def _cross_checks(cfg: Config) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from typing import Any, NoReturn
 
@@ -13,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mediasrv import __version__
-from mediasrv.config import Config, ConfigError
+from mediasrv.config import Config
 from mediasrv.core.context import Core
 from mediasrv.hooks.client import HookClient
 from mediasrv.hooks.outbox import Outbox
@@ -70,12 +69,8 @@ class MediaServer(MultiService):
         self.hook_client: HookClient | None = None
         outbox: Outbox | None = None
         if hooks_configured(config):
-            self.hook_client = HookClient(reactor, user_agent=f"mediasrv/{__version__}")
-            try:
-                outbox = Outbox(config.hook.outbox, self.hook_client, clock, config.hook.outbox_max,
-                                config.hook.outbox_overflow)
-            except (OSError, sqlite3.Error) as e:
-                raise ConfigError(config.source, "[hook] outbox", f"cannot open {config.hook.outbox!r}: {e}") from None
+            self.hook_client = HookClient.from_config(reactor, config, user_agent=f"mediasrv/{__version__}")
+            outbox = Outbox.from_config(config, self.hook_client, clock)
         self.core = Core.build(config, clock, self.hook_client, outbox)
         if outbox is not None:
             outbox.stampers["zlm"] = self.core.hooks.zlm.stamp

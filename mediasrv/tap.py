@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from mediasrv import config
 from mediasrv.server import MediaServer
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -29,6 +32,10 @@ def makeService(options: Options) -> MediaServer:
 
     r: Any = reactor
     try:
-        return MediaServer(config.load(options["config"], options["set"]), r)
+        cfg = config.load(options["config"], options["set"])
+        ignored = config.ignored_keys_line(cfg)
+        if ignored:
+            log.warn("mediasrv: {line}", line=ignored)
+        return MediaServer(cfg, r)
     except config.ConfigError as e:
         raise SystemExit(f"mediasrv: {e}") from None

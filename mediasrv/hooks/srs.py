@@ -1,7 +1,19 @@
-"""SRS dialect (``[http_hooks]``): JSON POST; allow = HTTP 200/201 and a body
-that is exactly ``0`` or a JSON object with integer ``code`` 0 (SRS's
-``SrsHttpHooks::do_post``; shared/spec/hooks.md §2).  Each hook may name
-several URLs, called in order; in a gate the first failure ends the chain.
+"""SRS dialect (``[http_hooks]``): JSON POST; each hook may name several
+URLs, called in order; in a gate the first refusal ends the chain
+(shared/spec/hooks.md §2).
+
+Reply rules (:func:`decode_reply`), as SRS's ``SrsHttpHooks::do_post``:
+HTTP 200 or 201 with a body that parses as JSON is an *answer*: the integer
+``0`` (bare) or an object whose integer ``code`` is 0 allows; every other
+answer -- another integer such as ``1``, ``{"code":1}``, ``{"code":"0"}`` --
+refuses at once: never retried, never handed to ``on_failure``.  Any other
+status refuses too (SRS fails the client on it).  Documented departures
+(docs/design.md, "SRS reply codes"): whitespace around the integer is
+accepted (SRS compares the body byte-for-byte with ``0``, so ``0\n`` from a
+backend that prints a line refuses there, ossrs/srs#3215), and an empty or
+non-JSON body is a broken backend, not an answer: it goes to the retry and
+``on_failure`` policy (SRS refuses it, which is the same with the default
+``on_failure = deny``).
 """
 
 from __future__ import annotations
@@ -16,22 +28,28 @@ from mediasrv.hooks.client import HookResponse
 from mediasrv.hooks.model import AccessRequest, Action, Decision, HookCall, HookReplyError
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def decode_reply(response: HookResponse) -> Decision:
     if response.status not in (200, 201):
         # SRS fails the client on any other status: an explicit refusal
         return Decision(False, f"HTTP {response.status}")
-    body = response.body
-    if body == b"0":
-        return Decision(True)
+    text = response.body.strip()
+    if not text:
+        raise HookReplyError("empty reply (SRS hooks answer 0 or {\"code\": 0})")
     try:
-        obj = json.loads(body)
+        answer = json.loads(text)
     except ValueError:
-        raise HookReplyError(f"reply is neither 0 nor JSON: {body[:40]!r}") from None
-    if not isinstance(obj, dict):
-        raise HookReplyError(f"reply must be exactly 0 or a JSON object, got {body[:40]!r}")
-    code = obj.get("code")
-    if not isinstance(code, int) or isinstance(code, bool):
-        raise HookReplyError(f"reply 'code' is not an integer: {code!r}")
+        raise HookReplyError(f"reply is neither an integer nor JSON: {text[:40]!r}") from None
+    if _is_int(answer):
+        return Decision(True) if answer == 0 else Decision(False, f"code {answer}")
+    if not isinstance(answer, dict):
+        return Decision(False, f"reply {text[:40]!r} is not an integer code or an object with one")
+    code = answer.get("code")
+    if not _is_int(code):
+        return Decision(False, f"reply 'code' is not an integer: {code!r}")
     return Decision(True) if code == 0 else Decision(False, f"code {code}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,19 +60,100 @@ def _option_text(value: Any) -> str:
 
 
 def decode_publish_reply(response: HookResponse) -> Decision:
-    """on_publish: every member but code/msg (and nulls) is a [protocol] option."""
+    """on_publish: every member but code/msg is a [protocol] option, kept as
+    text (read booleans with :func:`zlm_bool`).  Nulls, arrays and objects are
+    skipped, as ZLMediaKit skips what jsoncpp cannot turn into a string."""
     obj = _json_object(response)
     if obj["code"] != 0:
         return Decision(False, str(obj.get("msg") or f"code {obj['code']}"))
-    options = {k: _option_text(v) for k, v in obj.items() if k not in ("code", "msg") and v is not None}
+    options = {k: _option_text(v) for k, v in obj.items()
+               if k not in ("code", "msg") and _json_as_string(v) is not None and v is not None}
     return Decision(True, options=options)
 
 
+def zlm_json_bool(value: object) -> bool | None:
+    """A reply member read as ZLMediaKit reads ``close`` and ``encrypted``:
+    jsoncpp's ``Value::asBool()``.  JSON true/false as they are; null (or a
+    missing member) false; a number true unless zero; anything else -- a
+    string such as ``"1"`` or ``"true"``, an array, an object -- is not
+    convertible: None (jsoncpp throws, and ZLMediaKit then treats the whole
+    reply as a failed hook)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, float):
+        return value == value and value != 0.0  # NaN is false, as in jsoncpp
+    return None
+
+
+_LEADING_INT = re.compile(r"[ \t\n\r\f\v]*([+-]?[0-9]+)")
+
+
+def _stream_bool(text: str) -> bool:
+    """C++ ``stringstream >> bool`` as ZLToolKit's ``variant::as_default``
+    uses it: skip white space, read an integer; 0 is false, 1 is true, any
+    other value (or no integer at all) fails, which yields false."""
+    m = _LEADING_INT.match(text)
+    return m is not None and int(m.group(1)) == 1
+
+
+def _json_as_string(value: object) -> str | None:
+    """jsoncpp ``Value::asString()``; None where it throws (arrays, objects)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.17g}"
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def zlm_bool(value: object) -> bool | None:
+    """A ZLMediaKit boolean option (``enable_hls``, ``enable_audio``,
+    ``mp4_as_player``, the ``*_demand`` flags, ``auto_close``, ...): what
+    ZLMediaKit makes of it, whether ``value`` is the raw JSON member of an
+    on_publish reply or the text kept in a stream's options.
+
+    ZLMediaKit turns each reply member into a string (jsoncpp ``asString``)
+    and reads it with ZLToolKit's ``variant::as<bool>``: ``true``/``false``
+    in any case; else the leading integer, where only 1 is true (``"2"``,
+    ``"-1"``, ``"yes"`` are false); ``1.5`` is true, ``0.5`` false.  None
+    means "not given": null, ``""`` (ZLMediaKit skips empty values and keeps
+    the default) and arrays/objects (not convertible to a string: logged and
+    skipped there).  Note ``close``/``encrypted`` are read differently
+    (:func:`zlm_json_bool`): there ``2`` is true and ``"1"`` an error.
+    """
+    if value is None:
+        return None
+    text = _json_as_string(value)
+    if not text:
+        return None
+    if text[0].isdigit():
+        return _stream_bool(text)
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return _stream_bool(text)
+
+
 def decode_close_reply(response: HookResponse) -> Decision:
-    """on_stream_none_reader / on_stream_not_found: ``allowed`` carries ``close``."""
+    """on_stream_none_reader / on_stream_not_found: ``allowed`` carries ``close``
+    (jsoncpp ``asBool``; a ``close`` that is not convertible fails the hook in
+    ZLMediaKit, so the stream stays, without a retry)."""
     obj = _json_object(response)
-    close = obj["code"] == 0 and obj.get("close") is True
-    return Decision(close, "" if close else "close is not true: keep the stream")
+    if obj["code"] != 0:
+        return Decision(False, f"code {obj['code']}: the stream stays")
+    close = zlm_json_bool(obj.get("close"))
+    if close is None:
+        return Decision(False, f"close={obj.get('close')!r} is not a JSON boolean or number: the stream stays")
+    return Decision(close, "close" if close else "close=false: the stream stays")
 
 
 UNAUTHED_REALM = "unAuthedRealm"
@@ -86,12 +168,20 @@ def decode_realm_reply(response: HookResponse) -> Decision:
 
 
 def decode_auth_reply(response: HookResponse) -> Decision:
-    """on_rtsp_auth: ``options`` carry ``encrypted`` ("1"/"0") and ``passwd``."""
+    """on_rtsp_auth: ``options`` carry ``encrypted`` ("1"/"0") and ``passwd``.
+    ``encrypted`` is read with jsoncpp ``asBool`` (:func:`zlm_json_bool`); one
+    that is not convertible (a string such as ``"1"``) fails the hook in
+    ZLMediaKit, which then refuses the user: so here."""
     obj = _json_object(response)
     if obj["code"] != 0:
         return Decision(False, str(obj.get("msg") or f"code {obj['code']}"))
-    return Decision(True, options={"encrypted": "1" if obj.get("encrypted") is True else "0",
-                                   "passwd": str(obj.get("passwd") or "")})
+    encrypted = zlm_json_bool(obj.get("encrypted"))
+    if encrypted is None:
+        return Decision(False, f"encrypted={obj.get('encrypted')!r} is not a JSON boolean or number")
+    passwd = _json_as_string(obj.get("passwd"))
+    if passwd is None:
+        return Decision(False, "passwd is not convertible to a string")
+    return Decision(True, options={"encrypted": "1" if encrypted else "0", "passwd": passwd})
 
 
 def media_info(req: AccessRequest) -> dict[str, Any]:

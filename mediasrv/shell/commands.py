@@ -481,7 +481,16 @@ class AdminShell(recvline.HistoricRecvLine):
             ["outbox delivered", outbox.delivered if outbox else 0],
             ["outbox failures", outbox.failures if outbox else 0],
             ["outbox dropped", outbox.dropped if outbox else 0],
+            ["outbox refused (4xx)", outbox.rejected if outbox else 0],
+            ["outbox expired", outbox.expired if outbox else 0],
+            ["outbox dead letters", outbox.dead_count if outbox else 0],
         ]))
+        dead = outbox.dead_letters(20) if outbox else []
+        if dead:
+            self.out("", "dead letters (newest first; not resent):")
+            self.out(*table(["DIED", "DIALECT", "HOOK", "URL", "KEY", "TRIES", "WHY"], [
+                [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.died)), d.dialect, d.hook, d.shown_url,
+                 d.key, d.attempts, d.reason] for d in dead]))
 
     def cmd_python(self, args: list[str]) -> None:
         if not self.python_enabled:

@@ -28,7 +28,9 @@ RESTART_KEYS = frozenset({
     "general.listen_ip", "rtmp.port", "rtmp.sslport", "rtsp.port", "rtsp.sslport", "http.port",
     "http.sslport", "ssl.certFile", "ssl.keyFile", "shell.port", "shell.interface", "shell.python",
     "hook.outbox", "hook.outbox_max", "hook.outbox_overflow", "hook.alive_interval",
-    "hook.on_server_keepalive",
+    "hook.on_server_keepalive", "hook.outbox_max_bytes", "hook.outbox_max_age", "hook.outbox_connections",
+    *(f"{section}.{key}" for section in ("hook", "http_hooks", "notify", "oclp")
+      for key in ("ssl_verify", "ssl_ca_file")),
 })
 HOOK_SECTIONS = ("hook", "http_hooks", "notify", "oclp")
 NEW_STREAMS = ("protocol.", "hls.", "record.", "general.maxGopCacheBytes", "general.enableVhost")

@@ -171,7 +171,7 @@ def test_dialects_asked_in_parallel_and_all_must_allow(clock: Clock) -> None:
     for s in list(client.sent):
         s.reply(200, b"0" if s.url == "http://s/a" else b'{"code":0}')
     assert not got, "SRS chain: second URL still to be asked"
-    client.sent[-1].reply(200, b"0\n")  # SRS: "0\n" is not exactly 0
+    client.sent[-1].reply(200, b"<html>busy</html>")  # not an SRS answer: retried
     assert not got
     clock.advance(3)
     client.sent[-1].reply(200, b'{"code":0}')

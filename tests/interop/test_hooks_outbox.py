@@ -1,9 +1,12 @@
 """The durable hook outbox.
 
-Unit level (a fake HTTP client and ``task.Clock``): overflow policy, order per
-key, back-off, restart.  Interop level: notifications pending while the
-backend is down survive a ``kill -9`` of mediasrv and reach the backend exactly
-once, in order, after a restart.
+Unit level (a fake HTTP client and ``task.Clock``): overflow policy (rows and
+bytes), order per key (session), back-off, final 4xx, dead letters after
+``max_age``, the in-flight cap, periodic "now or never" delivery, restart.
+Interop level: notifications pending while the backend is down survive a
+``kill -9`` of mediasrv and reach the backend exactly once, in order, after a
+restart; and a backend failing one session's notifications does not hold back
+another's (tests/interop/test_hooks_delivery.py).
 """
 
 from __future__ import annotations
@@ -35,10 +38,13 @@ class FakeClient:
         self.sent: list[tuple[str, dict[str, Any], dict[str, str], defer.Deferred[HookResponse]]] = []
 
     def request(self, method: str, url: str, timeout: float, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> defer.Deferred[HookResponse]:
+                headers: dict[str, str] | None = None, dialect: str = "") -> defer.Deferred[HookResponse]:
         d: defer.Deferred[HookResponse] = defer.Deferred()
         self.sent.append((url, json.loads(body or b"{}"), dict(headers or {}), d))
         return d
+
+    def pending(self) -> list[int]:
+        return [i for i, s in enumerate(self.sent) if not s[3].called]
 
     def answer(self, i: int, status: int = 200) -> None:
         self.sent[i][3].callback(HookResponse(status, {}, b'{"code":0}'))

@@ -1,7 +1,10 @@
 """SRS hook dialect ([http_hooks]) against a real hook backend and real ffmpeg/ffprobe.
 
 on_play names two URLs (``/srs/on_play`` then ``/srs/on_play2``): SRS calls
-them in order and the first refusal ends the chain.
+them in order and the first refusal ends the chain.  The server runs with
+``http_hooks.on_failure = allow``: an answer that refuses (``1``,
+``{"code":1}``, ``{"code":"0"}``, another status) must still refuse -- only a
+backend that cannot answer falls to the failure policy.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookServer]:
 @pytest.fixture(scope="module")
 def server(hooks: HookServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("srs-server")
-    sets = ["http_hooks.enabled=1", "http_hooks.timeoutSec=2", "hook.retry=1", "hook.retry_delay=0.5",
+    sets = ["http_hooks.enabled=1", "http_hooks.timeoutSec=2", "http_hooks.on_failure=allow",
+            "hook.retry=1", "hook.retry_delay=0.5", "http_hooks.retry=1", "http_hooks.retry_delay=0.5",
             f"general.mediaServerId={SERVER_ID}", f"hook.outbox={work / 'outbox'}",
             *hook_sets(hooks, "http_hooks", ["on_connect", "on_close", "on_publish", "on_unpublish", "on_stop"], S),
             f"http_hooks.on_play={hooks.url(S + 'on_play')} {hooks.url(S + 'on_play2')}"]
@@ -115,12 +119,15 @@ REPLIES = [
     ("zero", 200, "0", True),
     ("code-zero", 200, {"code": 0, "data": {"x": 1}}, True),
     ("zero-201", 201, "0", True),
-    ("zero-newline", 200, "0\n", False),
-    ("zero-space", 200, " 0", False),
+    ("zero-newline", 200, "0\n", True),  # SRS refuses (ossrs/srs#3215); docs/design.md "SRS reply codes"
+    ("zero-space", 200, " 0", True),
+    ("one", 200, "1", False),  # an integer answer: refused at once, despite on_failure=allow
+    ("one-newline", 200, "1\n", False),
+    ("minus-one", 200, "-1", False),
     ("code-string", 200, {"code": "0"}, False),
     ("code-one", 200, {"code": 1}, False),
     ("zero-500", 500, "0", False),
-    ("empty", 200, "", False),
+    ("empty", 200, "", True),  # not an answer: a broken backend, so on_failure=allow lets it in
 ]
 
 
@@ -137,6 +144,8 @@ def test_play_reply_rules(server: Server, hooks: HookServer, base: str, case: st
     seconds = hooks.find(S + "on_play2", param=f"?case={case}")
     # the chain: the second URL is asked only when the first allowed
     assert len(seconds) == (2 if allowed else 0)
+    # an answer is never retried; only the broken reply is (http_hooks.retry=1)
+    assert len(hooks.find(S + "on_play", param=f"?case={case}")) == (4 if case == "empty" else 2)
 
 
 def test_publish_denied(server: Server, hooks: HookServer) -> None:

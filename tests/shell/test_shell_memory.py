@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +19,11 @@ from mediasrv.config import ConfigError
 from mediasrv.core.context import Core
 from mediasrv.core.sessions import Role
 from mediasrv.hooks.client import HookResponse, HookTransportError
+from mediasrv.hooks.model import HookCall
+from mediasrv.hooks.outbox import Outbox
 from mediasrv.shell.auth import make_hash, parse_users, verify_hash
 from mediasrv.shell.realm import ShellFactory
+from tests.interop.test_hooks_outbox import FakeClient
 from tests.shell.fakes import make_core, play, publish, shutdown
 from tests.shell.telnet_client import TelnetClient
 
@@ -407,3 +411,20 @@ def test_python_repl_when_enabled() -> None:
         assert not t.transport.disconnecting
     finally:
         shutdown(core)
+
+
+def test_hooks_lists_dead_letters(core: Core, shell: MemoryTelnet, tmp_path: Path) -> None:
+    client = FakeClient()
+    outbox = Outbox(tmp_path, client, core.clock)  # type: ignore[arg-type]
+    core.hooks.outbox = outbox
+    outbox.start()
+    outbox.enqueue(HookCall("srs", "on_stop", "http://backend/srs/on_stop?token=s3cret", {"n": 1}, 2.0), "sess-b")
+    client.answer(0, status=404)
+    out = run(shell, "hooks")
+    assert "outbox refused (4xx)" in out and "outbox dead letters" in out
+    assert "dead letters (newest first; not resent):" in out
+    line = next(x for x in out.splitlines() if "on_stop" in x)
+    assert "srs" in line and "sess-b" in line and "HTTP 404" in line and "token=***" in line
+    assert "s3cret" not in out
+    outbox.stop()
+    outbox.close()

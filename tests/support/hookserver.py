@@ -1,6 +1,7 @@
 """A real HTTP hook backend for interop tests, run as its own process.
 
-    python -m tests.support.hookserver --port P --rules rules.json --log requests.jsonl
+    python -m tests.support.hookserver --port P --rules rules.json --log requests.jsonl \
+        [--tls-cert cert.pem --tls-key key.pem]      # HTTPS instead of HTTP
 
 pytest-twisted owns the test process's reactor and the interop tests block in
 ``subprocess`` calls, so the backend runs in a process of its own (a Twisted
@@ -81,8 +82,8 @@ def _fits(rule: dict[str, Any], rec: Record) -> bool:
     return True
 
 
-def serve(port: int, rules_path: Path, log_path: Path) -> None:
-    from twisted.internet import reactor
+def serve(port: int, rules_path: Path, log_path: Path, tls: tuple[Path, Path] | None = None) -> None:
+    from twisted.internet import reactor, ssl
     from twisted.web import resource, server
 
     log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
@@ -153,7 +154,11 @@ def serve(port: int, rules_path: Path, log_path: Path) -> None:
     site = server.Site(Backend())
     site.displayTracebacks = False
     site.log = lambda request: None  # type: ignore[method-assign]
-    reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    if tls is not None:
+        context = ssl.DefaultOpenSSLContextFactory(str(tls[1]), str(tls[0]))
+        reactor.listenSSL(port, site, context, interface="127.0.0.1")  # type: ignore[attr-defined]
+    else:
+        reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -162,8 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--rules", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
     a = p.parse_args(argv)
-    serve(a.port, a.rules, a.log)
+    serve(a.port, a.rules, a.log, (a.tls_cert, a.tls_key) if a.tls_cert else None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,7 +186,10 @@ def _free_port() -> int:
 class HookServer:
     """Start/stop the backend process, script its answers, read what it got."""
 
-    def __init__(self, workdir: Path, port: int | None = None, rules: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, rules: list[dict[str, Any]] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files: serve HTTPS."""
+        self.tls = tls
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_port()
@@ -198,7 +208,8 @@ class HookServer:
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.support.hookserver", "--port", str(self.port),
-                 "--rules", str(self.rules_path), "--log", str(self.log_path)],
+                 "--rules", str(self.rules_path), "--log", str(self.log_path),
+                 *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else [])],
                 cwd=ROOT, env=server_env(), stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -230,7 +241,7 @@ class HookServer:
 
     # -- scripting ------------------------------------------------------------------------
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     def set_rules(self, rules: list[dict[str, Any]]) -> None:
         """Replace the answers (atomically: the server never reads half a file)."""
@@ -395,9 +406,9 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_hookserver(workdir: Path, port: int | None = None,
-                       rules: list[dict[str, Any]] | None = None) -> Iterator[HookServer]:
-    hs = HookServer(workdir, port, rules)
+def running_hookserver(workdir: Path, port: int | None = None, rules: list[dict[str, Any]] | None = None,
+                       tls: tuple[Path, Path] | None = None) -> Iterator[HookServer]:
+    hs = HookServer(workdir, port, rules, tls)
     hs.start()
     try:
         yield hs
