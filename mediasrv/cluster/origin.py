@@ -37,7 +37,7 @@ def expand(template: str, vhost: str, app: str, stream: str, params: str = "") -
 def is_edge_request(params: str) -> bool:
     """A pull from an edge (ZLMediaKit: the query starts with ``edge=1``): an origin that lacks
     the stream answers not-found at once instead of waiting ``maxStreamWaitMS``."""
-    return params.lstrip("?").startswith(EDGE_PARAM) or urllib.parse.parse_qs(params.lstrip("?")).get("edge") == ["1"]
+    return urllib.parse.parse_qs(params.lstrip("?")).get("edge") == ["1"]
 
 
 @dataclass(frozen=True)
