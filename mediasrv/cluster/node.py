@@ -116,10 +116,13 @@ class NodeDirectory:
         gone = self.host.release_where(lambda o: o.same_node(node) and o.worker == worker)
         if self.cluster is not None:
             for key, owner in gone:
-                self.cluster.release(key, owner).addErrback(
-                    lambda f, k=key: log.warn("cluster: release of {key} not confirmed ({why})", key=k,
-                                              why=f.getErrorMessage()))
+                self.cluster.release(key, owner).addErrback(self._unconfirmed, key)
         return [k for k, _ in gone]
+
+    @staticmethod
+    def _unconfirmed(f: Failure, key: str) -> None:
+        log.warn("cluster: release of {key} not confirmed ({why}); it expires by itself", key=key,
+                 why=f.getErrorMessage())
 
     def _cluster_event(self, event: DirectoryEvent) -> None:
         local = self.host.owner_of(event.key)

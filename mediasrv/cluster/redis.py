@@ -34,8 +34,7 @@ import txredisapi
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -105,8 +104,8 @@ class _TLSEndpoint:
         self.wrapped = wrapped
         self.creator = optionsForClientTLS(hostname)
 
-    def connect(self, factory: Factory) -> Deferred[Any]:
-        d = self.wrapped.connect(TLSMemoryBIOFactory(self.creator, True, factory))
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        d: Deferred[Any] = self.wrapped.connect(TLSMemoryBIOFactory(self.creator, True, factory))
         return d.addCallback(lambda p: p.wrappedProtocol)
 
 
@@ -271,7 +270,7 @@ class RedisDirectory:
 
     # -- the renew loop --
 
-    def _renew(self) -> Deferred[None] | None:
+    def _renew(self) -> Deferred[Any] | None:
         if self._renewing:
             return None  # the previous round is still waiting for Redis
         self._renewing = True
@@ -307,7 +306,11 @@ class RedisDirectory:
             lambda f: log.warn("cluster: cannot subscribe to {ch}: {why}", ch=self.events_channel,
                                why=f.getErrorMessage()))
         for key in self._waiters.keys():  # whatever happened while we were not listening
-            self.lookup(key).addCallbacks(lambda o, k=key: o and self._waiters.wake(k, o), lambda f: None)
+            self.lookup(key).addCallbacks(self._found, lambda f: None, callbackArgs=(key,))
+
+    def _found(self, owner: OwnerInfo | None, key: str) -> None:
+        if owner is not None:
+            self._waiters.wake(key, owner)
 
     def _message(self, message: Any) -> None:
         try:

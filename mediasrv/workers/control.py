@@ -45,7 +45,7 @@ class DirectoryError(Exception):
     """The master's directory could not answer (e.g. Redis unavailable)."""
 
 
-_ERRORS = {DirectoryError: b"DIRECTORY"}
+_ERRORS: dict[type[Exception], bytes] = {DirectoryError: b"DIRECTORY"}
 
 
 # -- worker -> master: the host directory --
@@ -72,12 +72,10 @@ class Watch(amp.Command):  # type: ignore[misc]
     """Send me StreamUp/StreamDown for ``key`` until Unwatch."""
 
     arguments = [(b"key", amp.Unicode())]
-    response: list[Any] = []
 
 
 class Unwatch(amp.Command):  # type: ignore[misc]
     arguments = [(b"key", amp.Unicode())]
-    response: list[Any] = []
 
 
 class FanOut(amp.Command):  # type: ignore[misc]
@@ -91,7 +89,6 @@ class FanOut(amp.Command):  # type: ignore[misc]
 
 class StreamUp(amp.Command):  # type: ignore[misc]
     arguments = [(b"key", amp.Unicode()), (b"owner", BigJson())]
-    response: list[Any] = []
     requiresAnswer = False
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -46,7 +46,7 @@ class WorkerControl(amp.AMP):  # type: ignore[misc]
         self.on_master_lost = on_master_lost
         self.directory: HostDirectory | None = None
         self._handlers: dict[str, Callable[[Any], Any]] = {}
-        self.connected = Deferred[None]()
+        self.alive = False
 
     def handle(self, call: str, handler: Callable[[Any], Any]) -> None:
         """Answer the master's ``call`` (a key of ``control.CALLS``) with ``handler(args)``
@@ -57,9 +57,10 @@ class WorkerControl(amp.AMP):  # type: ignore[misc]
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.connected.callback(None)
+        self.alive = True
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.alive = False
         super().connectionLost(reason)
         if self.directory is not None:
             self.directory._master_lost()
@@ -204,7 +205,7 @@ class HostDirectory:
         self._waiters.close()
 
     def _remote(self, command: type[amp.Command], **kw: Any) -> Deferred[dict[str, Any]]:
-        if self.link.transport is None or not self.link.transport.connected:
+        if not self.link.alive:
             return _unavailable("the master is not connected")
         d: Deferred[dict[str, Any]] = self.link.callRemote(command, **kw)
         d.addTimeout(self.timeout, self.clock)

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -98,11 +98,11 @@ class WorkerLink(amp.AMP):  # type: ignore[misc]
     def connectionMade(self) -> None:
         super().connectionMade()
         old = self.master.links.get(self.index)
-        if old is not None and old is not self:
+        if old is not None and old is not self and old.transport is not None:
             old.transport.loseConnection()
         self.master.links[self.index] = self
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         if self.master.links.get(self.index) is self:
             del self.master.links[self.index]

@@ -210,9 +210,7 @@ class WorkerSupervisor(Service):
             self._close_sockets()
             log.info("workers: all workers ended")
 
-        d = DeferredList(waits)
-        d.addCallback(all_ended)
-        return d
+        return DeferredList(waits).addCallback(all_ended)
 
     def _kill_all(self) -> None:
         for slot in self.slots:
