@@ -184,6 +184,9 @@ on_failure = deny
 redis =
 ; (mediasrv) Redis password when it is not in the URL
 redis_password =
+; (mediasrv) with rediss://: PEM file of the CA that signed Redis's certificate;
+; empty: the system's trust store
+redis_ca =
 ; (mediasrv) ms a Redis reply may take before a directory call fails (local streams go on)
 redis_timeout_ms = 500
 ; (mediasrv) ms a stream claim lives in Redis without renewal; renewed every ttl_ms/3

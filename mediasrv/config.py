@@ -339,6 +339,7 @@ def _retry_count(value: int) -> str | None:
 class Cluster:
     redis: str = field(metadata={"check": _redis})
     redis_password: str = field()
+    redis_ca: str = field()
     redis_timeout_ms: int = field(metadata={"check": _positive})
     ttl_ms: int = field(metadata={"check": lambda v: None if v >= 300 else f"{v} must be 300 or more"})
     node_id: str = field()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import txredisapi
@@ -35,7 +36,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -100,18 +101,19 @@ class _TLSEndpoint:
     """TLS over another endpoint that hands back the *inner* protocol (txredisapi's pool
     expects its own protocol), verifying the server's certificate for ``hostname``."""
 
-    def __init__(self, wrapped: IStreamClientEndpoint, hostname: str) -> None:
+    def __init__(self, wrapped: IStreamClientEndpoint, hostname: str, ca_file: str = "") -> None:
         self.wrapped = wrapped
-        self.creator = optionsForClientTLS(hostname)
+        trust = Certificate.loadPEM(Path(ca_file).read_bytes()) if ca_file else None
+        self.creator = optionsForClientTLS(hostname, trustRoot=trust)
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         d: Deferred[Any] = self.wrapped.connect(TLSMemoryBIOFactory(self.creator, True, factory))
         return d.addCallback(lambda p: p.wrappedProtocol)
 
 
-def _endpoint(reactor: Any, url: RedisUrl, timeout: float) -> IStreamClientEndpoint:
+def _endpoint(reactor: Any, url: RedisUrl, timeout: float, ca_file: str = "") -> IStreamClientEndpoint:
     ep: IStreamClientEndpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=max(1, int(timeout)))
-    return _TLSEndpoint(ep, url.host) if url.tls else ep
+    return _TLSEndpoint(ep, url.host, ca_file) if url.tls else ep
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
@@ -128,7 +130,7 @@ class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
 
 class RedisDirectory:
     def __init__(self, reactor: Any, clock: IReactorTime, url: RedisUrl, node: OwnerInfo, ttl_ms: int,
-                 timeout_ms: int) -> None:
+                 timeout_ms: int, ca_file: str = "") -> None:
         self.clock = clock
         self.url = url
         self.node = node
@@ -144,7 +146,7 @@ class RedisDirectory:
         self._renewing = False
         self._renew_loop = LoopingCall(self._renew)
         self._renew_loop.clock = clock
-        endpoint = _endpoint(reactor, url, self.timeout * 4)
+        endpoint = _endpoint(reactor, url, self.timeout * 4, ca_file)
         # commands: one lazy connection that reconnects by itself
         self._factory = txredisapi.RedisFactory(url.redacted(), url.db, 1, True, txredisapi.ConnectionHandler,
                                                 "utf-8", url.password, max(5.0, self.timeout * 10), False,

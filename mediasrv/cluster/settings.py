@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from typing import Any
@@ -16,7 +17,7 @@ from mediasrv.cluster.directory import OwnerInfo
 from mediasrv.cluster.local import LocalDirectory
 from mediasrv.cluster.node import NodeDirectory
 from mediasrv.cluster.origin import OriginRotation
-from mediasrv.config import Config, parse_origin_urls, parse_redis_url
+from mediasrv.config import Config, ConfigError, parse_origin_urls, parse_redis_url
 
 
 def new_epoch() -> str:
@@ -56,8 +57,11 @@ def build_directory(config: Config, reactor: Any, clock: IReactorTime, node: Own
         return NodeDirectory(host)
     from mediasrv.cluster.redis import RedisDirectory  # only here: no Redis client without [cluster] redis
 
+    if c.redis_ca and not os.access(c.redis_ca, os.R_OK):
+        raise ConfigError(config.source, "[cluster] redis_ca", f"cannot read {c.redis_ca!r}")
+
     redis = RedisDirectory(reactor, clock, parse_redis_url(c.redis, c.redis_password), node, c.ttl_ms,
-                           c.redis_timeout_ms)
+                           c.redis_timeout_ms, ca_file=c.redis_ca)
     redis.start()
     return NodeDirectory(host, redis)
 

@@ -7,19 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from twisted.internet.task import Clock
 
 from mediasrv import config
 from mediasrv.cluster.settings import advertised_urls, build_directory, node_identity, origin_rotation
 from mediasrv.config import RedisUrl, parse_redis_url
 from tests.conftest import ROOT
+from tests.support.server import free_port
 
 
 def test_defaults() -> None:
     c = config.load()
     assert c.general.workers == "1" and c.general.worker_port_offset == 0
     k = c.cluster
-    assert (k.redis, k.redis_password, k.secret, k.node_id, k.origin_url) == ("", "", "", "", "")
+    assert (k.redis, k.redis_password, k.redis_ca, k.secret, k.node_id, k.origin_url) == ("", "", "", "", "", "")
     assert (k.ttl_ms, k.redis_timeout_ms, k.timeout_sec, k.retry_count) == (10000, 500, 15.0, 3)
 
 
@@ -89,6 +91,27 @@ def test_without_redis_the_directory_is_the_host_map(clock: Clock) -> None:
     c = config.load()
     d = build_directory(c, clock, clock, node_identity(c, "e"))
     assert d.cluster is None
+
+
+def test_an_unreadable_redis_ca_is_one_line(tmp_path: Path) -> None:
+    c = config.load(None, ["cluster.redis=rediss://127.0.0.1:1/0", "cluster.secret=s",
+                           f"cluster.redis_ca={tmp_path / 'missing.pem'}"])
+    with pytest.raises(config.ConfigError) as exc:
+        build_directory(c, None, Clock(), node_identity(c, "e"))
+    assert str(exc.value) == f"(built-in defaults): [cluster] redis_ca: cannot read '{tmp_path / 'missing.pem'}'"
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_redis_the_node_directory_has_a_started_redis_part() -> None:
+    from twisted.internet import reactor
+
+    c = config.load(None, [f"cluster.redis=redis://127.0.0.1:{free_port()}/0", "cluster.secret=s"])
+    d = build_directory(c, reactor, reactor, node_identity(c, "e"))
+    try:
+        assert type(d.cluster).__name__ == "RedisDirectory"
+        assert d.cluster._renew_loop.running  # type: ignore[union-attr]
+    finally:
+        await d.close()
 
 
 def test_no_redis_client_is_imported_without_cluster_redis() -> None:

@@ -292,3 +292,59 @@ async def test_password_in_url_and_wrong_password(tmp_path: Path) -> None:
     finally:
         await made.close()
         server.stop()
+
+
+def _tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("redis")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = tmp_path / "ca.pem", tmp_path / "redis.pem", tmp_path / "redis.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest_twisted.ensureDeferred
+async def test_rediss_verifies_the_server_certificate(tmp_path: Path) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    server = RedisServer(tmp_path, tls=(cert, key))
+    server.start()
+    url = parse_redis_url(server.url)
+    assert url.tls
+    trusted = RedisDirectory(R, R, url, owner("node-a"), 5000, 500, ca_file=str(ca))
+    untrusted = RedisDirectory(R, R, url, owner("node-b"), 5000, 300)  # the system's trust store
+    try:
+        assert (await trusted.claim(KEY, owner("node-a"))).ours
+        assert await trusted.lookup(KEY) == owner("node-a")
+        with pytest.raises(DirectoryUnavailable):
+            await untrusted.lookup(KEY)
+    finally:
+        await trusted.close()
+        await untrusted.close()
+        server.stop()

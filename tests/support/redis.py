@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -39,23 +40,27 @@ def _command(*args: str) -> bytes:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, password: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.binary = require_redis()
         self.workdir = workdir
         self.password = password
+        self.tls = tls  # (certificate, key): serve TLS only
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"redis-{self.port}.log"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(self.workdir), "--logfile", str(self.log_path)]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0]),
+                     "--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -71,9 +76,18 @@ class RedisServer:
                 raise RuntimeError(f"redis-server on {self.port} did not answer PING in {timeout} s")
             time.sleep(0.02)
 
+    def _connect(self, timeout: float) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if self.tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s)
+        return s
+
     def command(self, *args: str, timeout: float = 5) -> bytes:
         """One command over a fresh connection; the first line of the reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with self._connect(timeout) as s:
             if self.password:
                 s.sendall(_command("AUTH", self.password))
                 s.recv(100)
@@ -94,7 +108,7 @@ class RedisServer:
 
     def subscribers(self, channel: str) -> int:
         """PUBSUB NUMSUB: how many connections listen on ``channel``."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+        with self._connect(5) as s:
             if self.password:
                 s.sendall(_command("AUTH", self.password))
                 s.recv(100)
