@@ -33,6 +33,7 @@ COUNT_ENV = "MEDIASRV_WORKERS"
 CONTROL_ENV = "MEDIASRV_CONTROL_FD"
 EPOCH_ENV = "MEDIASRV_EPOCH"
 DIRECT = ".direct"
+INTERNAL = "internal"
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,32 @@ def open_listener(host: str, port: int, reuseport: bool, backlog: int = socket.S
     return sock
 
 
+def internal_socket_path(directory: str, index: int) -> str:
+    """Where worker ``index`` serves internal pulls (HTTP-FLV) to the other workers of its host."""
+    return os.path.join(directory, f"w{index}.sock")
+
+
+def open_unix_listener(path: str, backlog: int = socket.SOMAXCONN) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale socket file left by a crash is replaced)."""
+    try:
+        if os.path.exists(path) and not os.path.isdir(path):
+            os.unlink(path)
+    except OSError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def open_worker_sockets(specs: list[ListenSpec], workers: int, port_offset: int = 0,
-                        source: str = "") -> list[dict[str, socket.socket]]:
+                        source: str = "", internal_dir: str = "") -> list[dict[str, socket.socket]]:
     """Per worker, its sockets by name; ListenError (one line) if any address is taken.
 
     A port held by another program is found here, at start-up: Linux refuses to add a
@@ -103,6 +128,14 @@ def open_worker_sockets(specs: list[ListenSpec], workers: int, port_offset: int 
             if port_offset:
                 for i in range(workers):
                     opened[i][spec.name + DIRECT] = _open(spec, spec.port + port_offset + i, False, source)
+        if internal_dir:
+            for i in range(workers):
+                path = internal_socket_path(internal_dir, i)
+                try:
+                    opened[i][INTERNAL] = open_unix_listener(path)
+                except OSError as e:
+                    raise ListenError(f"mediasrv: {source + ': ' if source else ''}cannot listen on {path}: "
+                                      f"{e.strerror or e}") from None
     except ListenError:
         for socks in opened:
             for s in socks.values():

@@ -2,6 +2,9 @@
 
 * ``privilegedStartService`` opens every listener as one ``SO_REUSEPORT`` socket per worker
   (:mod:`mediasrv.workers.sockets`); a taken port is one :class:`ListenError` line.
+* With ``internal_dir``, each worker also gets a unix socket ``<dir>/w<i>.sock`` of its own
+  (named ``internal``), where it serves internal pulls to the other workers; held by the
+  master like the others, so a pull started during a restart waits instead of failing.
 * ``startService`` spawns the workers with ``reactor.spawnProcess(..., childFDs=...)``: the
   child gets its sockets as fds 4, 5, ... (``MEDIASRV_FDS``), its end of a fresh unix socket
   pair as fd 3 (``MEDIASRV_CONTROL_FD``) and ``MEDIASRV_WORKER_INDEX``; its stdout/stderr
@@ -16,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -95,6 +99,7 @@ class WorkerSupervisor(Service):
     def __init__(self, reactor: Any, count: int, listeners: list[ListenSpec], argv: list[str],
                  env: dict[str, str] | None = None, port_offset: int = 0,
                  control: Callable[[int], IProtocolFactory] | None = None, epoch: str = "", source: str = "",
+                 internal_dir: str = "",
                  min_restart_delay: float = 0.2, max_restart_delay: float = 30.0, stable_after: float = 10.0,
                  stop_timeout: float = 30.0) -> None:
         self.reactor = reactor
@@ -106,6 +111,7 @@ class WorkerSupervisor(Service):
         self.control = control
         self.epoch = epoch
         self.source = source
+        self.internal_dir = internal_dir
         self.min_restart_delay = min_restart_delay
         self.max_restart_delay = max_restart_delay
         self.stable_after = stable_after
@@ -116,7 +122,8 @@ class WorkerSupervisor(Service):
     def privilegedStartService(self) -> None:
         """Open the sockets (as root, before twistd drops privileges); ListenError when one is taken."""
         if not self.slots:
-            per_worker = open_worker_sockets(self.listeners, self.count, self.port_offset, self.source)
+            per_worker = open_worker_sockets(self.listeners, self.count, self.port_offset, self.source,
+                                             self.internal_dir)
             self.slots = [_Slot(self, i, socks) for i, socks in enumerate(per_worker)]
         super().privilegedStartService()
 
@@ -228,6 +235,9 @@ class WorkerSupervisor(Service):
     def _close_sockets(self) -> None:
         for slot in self.slots:
             for sock in slot.sockets.values():
+                if sock.family == socket.AF_UNIX:
+                    with contextlib.suppress(OSError):
+                        os.unlink(sock.getsockname())
                 sock.close()
         self.slots = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -19,6 +20,7 @@ from mediasrv.workers.sockets import (
     adopted_endpoints,
     decode_fds,
     encode_fds,
+    internal_socket_path,
     listen_specs,
     open_worker_sockets,
     worker_env,
@@ -111,3 +113,21 @@ async def test_adopted_endpoint_serves_on_the_inherited_socket() -> None:
     finally:
         await listening.stopListening()
         sock.close()
+
+
+def test_internal_unix_socket_per_worker(tmp_path: Any) -> None:
+    opened = open_worker_sockets([], 2, internal_dir=str(tmp_path))
+    try:
+        for i in (0, 1):
+            path = internal_socket_path(str(tmp_path), i)
+            assert opened[i]["internal"].getsockname() == path
+            assert (os.stat(path).st_mode & 0o777) == 0o600
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(path)  # queued in the backlog until a worker accepts
+    finally:
+        for socks in opened:
+            for s in socks.values():
+                s.close()
+    # a stale socket file (a crash) is replaced
+    again = open_worker_sockets([], 1, internal_dir=str(tmp_path))
+    again[0]["internal"].close()

@@ -117,3 +117,21 @@ def test_a_restart_pending_at_stop_is_cancelled() -> None:
     assert r.getDelayedCalls()
     done = sup.stopService()
     assert done.called and not [c for c in r.getDelayedCalls() if c.active()]
+
+
+def test_each_worker_gets_its_own_internal_socket(tmp_path: Any) -> None:
+    r = SpawningReactor()
+    spec = ListenSpec("rtmp", "[rtmp] port", "127.0.0.1", free_port())
+    sup = WorkerSupervisor(r, 2, [spec], ["/bin/worker"], env={}, internal_dir=str(tmp_path))
+    sup.startService()
+    paths = []
+    for i, p in enumerate(r.spawned):
+        fds = decode_fds(p.env["MEDIASRV_FDS"])
+        assert sorted(fds) == ["internal", "rtmp"]
+        paths.append(sup.slots[i].sockets["internal"].getsockname())
+        assert p.child_fds[fds["internal"]] == sup.slots[i].sockets["internal"].fileno()
+    assert paths == [f"{tmp_path}/w0.sock", f"{tmp_path}/w1.sock"]
+    sup.stopService()
+    for p in r.spawned:
+        p.end()
+    assert not (tmp_path / "w0.sock").exists()  # removed with the sockets
