@@ -208,7 +208,7 @@ async def test_paused_redis_fails_fast_with_one_clear_line_then_recovers(dirs: D
         failed_after = time.monotonic() - started
         await until(lambda: any("unavailable" in line for line in lines(events)), what="log line")
         await until(lambda: any("reachable again" in line for line in lines(events)), timeout=10, what="recovery line")
-    assert failed_after < 0.8, failed_after
+    assert failed_after < 1.5, failed_after  # the 300 ms deadline, not the 2 s pause
     down = [line for line in lines(events) if "unavailable" in line]
     assert len(down) == 1, down  # said once per outage, not once per renewal
     assert down[0].startswith(f"cluster: Redis redis://127.0.0.1:{redis_server.port}/0 unavailable (")
@@ -226,7 +226,7 @@ async def test_redis_down_claims_stay_local_and_return_with_redis(dirs: Dirs, re
         claim = await node_a.claim(KEY, owner("node-a"))
         with pytest.raises(DirectoryUnavailable):
             await node_a.lookup("v/live/elsewhere")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5  # two 300 ms deadlines, not a hang
     assert claim.ours  # local publishing goes on
     text = "\n".join(lines(events))
     assert f"cluster: {KEY} is claimed on this node only for now: Redis redis://127.0.0.1:" in text
