@@ -29,6 +29,11 @@ maxConnections = 10000
 maxPlayerQueueBytes = 4194304
 ; (mediasrv) bytes of the GOP cache per stream (frames since the last keyframe)
 maxGopCacheBytes = 16777216
+; worker processes sharing the listeners (auto = one per core); 1: one process, no supervisor
+workers = 1
+; (mediasrv) with workers > 1: worker i also listens alone on each TCP port + offset + i
+; (pins a client to one worker, e.g. in tests); 0: off
+worker_port_offset = 0
 
 [rtmp]
 ; 0 disables
@@ -207,4 +212,35 @@ on_failure = deny
 ; (mediasrv) as [hook] ssl_verify / ssl_ca_file, for the oclp_* URLs
 ssl_verify = 1
 ssl_ca_file =
+
+[cluster]
+; (mediasrv) redis://[user:password@]host:port/db or rediss:// (TLS): nodes share which
+; node owns which stream; empty: no cluster and no Redis client
+redis =
+; (mediasrv) Redis password when it is not in the URL
+redis_password =
+; (mediasrv) with rediss://: PEM file of the CA that signed Redis's certificate;
+; empty: the system's trust store
+redis_ca =
+; (mediasrv) ms a Redis reply may take before a directory call fails (local streams go on)
+redis_timeout_ms = 500
+; (mediasrv) ms a stream claim lives in Redis without renewal; renewed every ttl_ms/3
+ttl_ms = 10000
+; (mediasrv) this node's id in the cluster; empty: general.mediaServerId
+node_id =
+; (mediasrv) how other nodes reach this one for internal pulls: a base URL
+; (http://10.0.0.5:8080); empty: built from advertise_host and the ports
+advertise_url =
+; (mediasrv) host or address other nodes reach this one at; empty: listen_ip, or the host name
+advertise_host =
+; (mediasrv) shared secret that signs internal relay tokens; required with redis
+secret =
+; ZLMediaKit's static edge mode: origin URL templates separated by ';', with %s (app, then
+; stream) as ZLMediaKit, or $app/$stream/$vhost; a missing stream is pulled from the first
+; origin that has it
+origin_url =
+; seconds for trying all origins together (divided among them)
+timeout_sec = 15
+; reconnect attempts of an origin pull after it succeeded once (-1: forever)
+retry_count = 3
 """

@@ -12,7 +12,9 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import re
 import typing
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,8 @@ class General:
     maxConnections: int = field(metadata={"check": _positive})
     maxPlayerQueueBytes: int = field(metadata={"check": _positive})
     maxGopCacheBytes: int = field(metadata={"check": _positive})
+    workers: str = field(metadata={"check": lambda v: _workers(v)})
+    worker_port_offset: int = field(metadata={"check": _port})
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,116 @@ class Oclp:
     ssl_ca_file: str = field(metadata={"check": _ca_file})
 
 
+# --- [cluster] and general.workers (scale-out) ------------------------------------------
+
+def _workers(value: str) -> str | None:
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return None
+    return f"{value!r} must be a number of worker processes (1 or more) or 'auto'"
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    """Where the cluster's Redis is: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS."""
+
+    host: str
+    port: int
+    db: int
+    password: str | None
+    username: str | None
+    tls: bool
+
+    def redacted(self) -> str:
+        """The URL for log lines: no password."""
+        scheme = "rediss" if self.tls else "redis"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(text: str, password: str = "") -> RedisUrl:
+    """Parse ``cluster.redis``; ``password`` (``cluster.redis_password``) applies when the URL has none.
+
+    ValueError (one line) when it is not such a URL."""
+    try:
+        u = urllib.parse.urlsplit(text.strip())
+        port = u.port
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a redis:// URL: {e}") from None
+    if u.scheme not in ("redis", "rediss") or not u.hostname:
+        raise ValueError(f"{text!r} is not a redis://host:port/db or rediss:// URL")
+    path = u.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"{text!r}: the database {path!r} is not a number")
+    if u.query or u.fragment:
+        raise ValueError(f"{text!r}: no query or fragment expected")
+    url_password = urllib.parse.unquote(u.password) if u.password else None
+    username = urllib.parse.unquote(u.username) if u.username else None
+    return RedisUrl(host=u.hostname, port=port or 6379, db=int(path or 0),
+                    password=url_password if url_password is not None else (password or None),
+                    username=username, tls=u.scheme == "rediss")
+
+
+ORIGIN_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "http", "https")
+# ZLMediaKit formats each template with snprintf(fmt, app, stream): only %s (twice at most) and %%
+_PRINTF = re.compile(r"%(.)", re.S)
+
+
+def parse_origin_urls(text: str) -> list[str]:
+    """``cluster.origin_url``: templates separated by ``;`` (blanks dropped, as ZLMediaKit).
+
+    ValueError (one line) for a template with another scheme or printf directive."""
+    urls = [u.strip() for u in text.split(";") if u.strip()]
+    for url in urls:
+        scheme = url.partition("://")[0].lower()
+        if "://" not in url or scheme not in ORIGIN_SCHEMES:
+            raise ValueError(f"{url!r} must start with one of {', '.join(s + '://' for s in ORIGIN_SCHEMES)}")
+        directives = [m.group(1) for m in _PRINTF.finditer(url.replace("%%", ""))]
+        if any(d != "s" for d in directives) or len(directives) > 2:
+            raise ValueError(f"{url!r}: only %s (app, then stream) and %% may follow a %")
+    return urls
+
+
+def _redis(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_redis_url(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _origin_urls(value: str) -> str | None:
+    try:
+        parse_origin_urls(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _retry_count(value: int) -> str | None:
+    return None if value >= -1 else f"{value} must be -1 (forever) or more"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    redis: str = field(metadata={"check": _redis})
+    redis_password: str = field()
+    redis_ca: str = field()
+    redis_timeout_ms: int = field(metadata={"check": _positive})
+    ttl_ms: int = field(metadata={"check": lambda v: None if v >= 300 else f"{v} must be 300 or more"})
+    node_id: str = field()
+    advertise_url: str = field()
+    advertise_host: str = field()
+    secret: str = field()
+    origin_url: str = field(metadata={"check": _origin_urls})
+    timeout_sec: float = field(metadata={"check": _positive})
+    retry_count: int = field(metadata={"check": _retry_count})
+
+
+# ----------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Config:
     general: General
@@ -284,6 +398,7 @@ class Config:
     http_hooks: HttpHooks
     notify: Notify
     oclp: Oclp
+    cluster: Cluster
     source: str = "(built-in defaults)"
     # ZLMediaKit keys the file held that mediasrv does not implement ("section.key";
     # "[section]" for a whole section mediasrv lacks): see ignored_keys_line
@@ -446,6 +561,8 @@ def ignored_keys_line(cfg: Config) -> str | None:
 def _cross_checks(cfg: Config) -> None:
     if (cfg.rtmp.sslport or cfg.rtsp.sslport or cfg.http.sslport) and not cfg.ssl.certFile:
         raise ConfigError(cfg.source, "[ssl] certFile", "required when an sslport is set")
+    if cfg.cluster.redis and not cfg.cluster.secret:
+        raise ConfigError(cfg.source, "[cluster] secret", "required when [cluster] redis is set (signs relays between nodes)")
 
 
 def with_value(cfg: Config, dotted: str, value: str) -> Config:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (Debian packages: ffmpeg, GStreamer,
-# chromium, nodejs/npm and python3-venv; Python packages into ./.venv) and runs the whole suite.
+# chromium, nodejs/npm, redis-server and python3-venv; Python packages into ./.venv) and runs the whole suite.
 # Works on a fresh Debian machine with Python 3.11, as root or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # the web console test: headless Chromium driven by playwright-core (npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+# the cluster directory's contract tests run a real Redis
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # GStreamer for the RTSP interop tests: rtspsrc, RTP depayloaders, parsers, libav decoders
 { command -v gst-launch-1.0 && gst-inspect-1.0 rtspsrc && gst-inspect-1.0 rtpmp4gdepay && gst-inspect-1.0 h264parse \
     && gst-inspect-1.0 avdec_h264; } >/dev/null 2>&1 \
