@@ -36,11 +36,11 @@ class Metadata:
     values: dict[str, Any]
 
     def kinds(self) -> set[TrackKind]:
-        """The track kinds it announces (empty when it says nothing about codecs)."""
+        """The track kinds its codec ids announce (empty when it names no codec: then it says nothing)."""
         kinds = set()
-        if "videocodecid" in self.values or "width" in self.values:
+        if "videocodecid" in self.values:
             kinds.add(TrackKind.VIDEO)
-        if "audiocodecid" in self.values or "audiosamplerate" in self.values:
+        if "audiocodecid" in self.values:
             kinds.add(TrackKind.AUDIO)
         return kinds
 

@@ -192,6 +192,11 @@ class RtmpClientSession:
             event, values = m.parse_user_control(msg.payload)
             if event == m.PING_REQUEST and values:
                 self._out += m.ping_response(values[0])
+            elif (event == m.STREAM_EOF and values and values[0] == self.stream_id and self.started
+                  and self.mode is Mode.PLAY and not self.ended):
+                # nginx-rtmp's only word when the publisher leaves (publish_notify is off by default)
+                self.ended = True
+                events.append(Ended("StreamEOF", f"stream {self.stream_id} ended"))
         # Set Chunk Size / Abort are applied by the chunk reader; Ack, Set Peer
         # Bandwidth and shared objects need nothing from a client
 
