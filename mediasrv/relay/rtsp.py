@@ -79,7 +79,7 @@ class RtspPullClient(TcpRelayClient):
             elif isinstance(event, Track):
                 self.delivery.assembler.track(event)
             elif isinstance(event, Described):
-                self.session.setup(self._bind_udp(event) if self.session.transport is RtspTransport.UDP else None)
+                self._described(event)
             elif isinstance(event, Playing):
                 self._playing(event)
             elif isinstance(event, Ended):
@@ -88,11 +88,18 @@ class RtspPullClient(TcpRelayClient):
                 log.info("relay pull {url}: {text}", url=self.url.masked(), text=event.text)
         self.write(self.session.data_to_send())
 
-    def _playing(self, event: Playing) -> None:
+    def _described(self, event: Described) -> None:
+        # the SDP's tracks are known now, so media arriving before PLAY's answer (UDP
+        # datagrams can overtake it) is kept; the tracks count as ready once playing
         assembler = self.delivery.assembler
+        assembler.hold()
         assembler.expect(self.session.expected_kinds())
         for track in self.session.initial_tracks():
             assembler.track(track)
+        self.session.setup(self._bind_udp(event) if self.session.transport is RtspTransport.UDP else None)
+
+    def _playing(self, event: Playing) -> None:
+        self.delivery.assembler.release()
         self._arm_keepalive()
 
     # -- keep-alive -----------------------------------------------------------------------------------

@@ -44,6 +44,15 @@ class TrackAssembler:
         self.dropped = 0
         """Frames dropped because their track had no configuration yet."""
         self._pending: list[MediaFrame] = []
+        self._held = False
+
+    def hold(self) -> None:
+        """Not ready before :meth:`release`, whatever arrives (RTSP: media may come before PLAY's answer)."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        self._check()
 
     def expect(self, kinds: Iterable[TrackKind]) -> None:
         """The source announced these kinds (an empty announcement is ignored)."""
@@ -78,9 +87,14 @@ class TrackAssembler:
         return [self.tracks[k] for k in (TrackKind.VIDEO, TrackKind.AUDIO) if k in self.tracks]
 
     def _check(self) -> None:
+        pending = self._pending
+        if self._held:
+            if len(pending) > self.max_pending_frames:
+                self.dropped += len(pending) - self.max_pending_frames
+                del pending[: len(pending) - self.max_pending_frames]
+            return
         if not self.tracks:
             return
-        pending = self._pending
         if self.expected is not None:
             if not self.expected <= self.tracks.keys():
                 if not pending:

@@ -5,7 +5,7 @@ hand a client's connection attempt on a ``MemoryReactorClock`` a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +15,11 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from mediasrv.codec import aac, h264
 from mediasrv.codec.amf0 import EcmaArray
+from mediasrv.codec.bits import avcc_to_nals
 from mediasrv.core import flvmux
-from mediasrv.core.frames import MediaFrame, Track, TrackKind
+from mediasrv.core.frames import Codec, MediaFrame, Track, TrackKind
 from mediasrv.relay.errors import RelayError
 from mediasrv.rtmp import messages as m
 from mediasrv.rtmp.chunks import ChunkReader, RtmpMessage, encode_message
@@ -155,3 +157,47 @@ class TcpPeer:
 
     def close(self, reason: Exception | None = None) -> None:
         self.proto.connectionLost(Failure(reason or ConnectionDone("peer closed")))
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait on the real reactor (interop tests) until ``predicate()`` holds, polling, with a deadline."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    clock: Any = reactor
+    deadline = clock.seconds() + timeout
+    while not predicate():
+        if clock.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await deferLater(clock, 0.05, lambda: None)
+
+
+def video_span_ms(sink: Recorder) -> int:
+    video = sink.of(TrackKind.VIDEO)
+    return video[-1].dts - video[0].dts if len(video) > 1 else 0
+
+
+def check_pulled(sink: Recorder, *, width: int, height: int, fps: float, sample_rate: int, channels: int,
+                 min_span_ms: int) -> None:
+    """What a pull of an ffmpeg ``testsrc2`` + ``sine`` publisher must have delivered."""
+    assert sink.calls[0] == "tracks_ready", sink.calls[:3]
+    tracks = {t.kind: t for t in sink.tracks[0]}
+    video, audio = tracks[TrackKind.VIDEO], tracks[TrackKind.AUDIO]
+    assert video.codec is Codec.H264
+    sps = h264.parse_sps(h264.parse_avc_config(video.config).sps[0])
+    assert (sps.width, sps.height) == (width, height) == (video.width, video.height)
+    asc = aac.parse_asc(audio.config)
+    assert audio.codec is Codec.AAC and (asc.sample_rate, asc.channels) == (sample_rate, channels)
+    vf, af = sink.of(TrackKind.VIDEO), sink.of(TrackKind.AUDIO)
+    assert vf[0].keyframe, "the first video frame is not a keyframe"
+    assert all(a.dts < b.dts for a, b in zip(vf, vf[1:], strict=False)), "video dts not increasing"
+    assert all(a.dts <= b.dts for a, b in zip(af, af[1:], strict=False)), "audio dts going back"
+    for f in vf[:50]:
+        nals = avcc_to_nals(f.payload)
+        assert nals and all(1 <= n[0] & 0x1F <= 12 for n in nals)
+    span = video_span_ms(sink)
+    assert span >= min_span_ms, f"only {span} ms of video"
+    rate = (len(vf) - 1) * 1000 / span
+    assert abs(rate - fps) < 1.5, f"video at {rate:.2f} frames/s"
+    arate = (len(af) - 1) * 1000 / (af[-1].dts - af[0].dts)
+    assert abs(arate - sample_rate / 1024) < 3, f"audio at {arate:.2f} frames/s"

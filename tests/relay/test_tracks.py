@@ -97,3 +97,18 @@ def test_an_empty_announcement_is_no_announcement() -> None:
     asm.track(VIDEO_TRACK)
     asm.frame(vf(0, True))
     assert sink.calls == ["tracks_ready", "frame"]
+
+
+def test_held_until_released_keeps_early_frames_bounded() -> None:
+    sink = Recorder()
+    asm = TrackAssembler(sink, max_pending_frames=5)
+    asm.hold()
+    asm.expect({V, A})
+    asm.track(VIDEO_TRACK)
+    asm.track(AUDIO_TRACK)
+    for i in range(8):
+        asm.frame(vf(i * 40, i == 0))
+    assert sink.calls == [] and asm.dropped == 3
+    asm.release()
+    assert sink.calls == ["tracks_ready"] + ["frame"] * 5
+    assert [f.dts for f in sink.frames] == [120, 160, 200, 240, 280]
