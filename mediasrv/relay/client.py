@@ -166,10 +166,11 @@ class RelayClient:
         try:
             self._teardown(reason)
         finally:
+            # the sink or source hears it first: whoever awaits start() finds it told
+            self._deliver_close(reason)
             d, self._started = self._started, None
             if d is not None:
                 d.errback(Failure(reason))
-            self._deliver_close(reason)
             waiters, self._closed_waiters = self._closed_waiters, []
             for w in waiters:
                 w.callback(reason)
@@ -343,8 +344,8 @@ class PullDelivery:
     def tracks_ready(self, tracks: Sequence[Track]) -> None:
         if self.client.closed:
             return
-        self.client._mark_started()
         self.sink.tracks_ready(tracks)
+        self.client._mark_started()
 
     def frame(self, frame: MediaFrame) -> None:
         if self.client.closed:
