@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +25,13 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
+from mediasrv.core.frames import Codec
 from mediasrv.relay.client import RelayClient, State
 from mediasrv.relay.errors import PeerClosed, Refused, RelayError, SourceEnded, Stopped, StreamNotFound
 from mediasrv.relay.factory import pull_client, push_client
 from mediasrv.relay.source import IteratorSource
 from tests.relay.support import Recorder, check_pulled, until, video_span_ms
-from tests.support.clients import FFPROBE, needs_ffmpeg, start_publisher, stop
+from tests.support.clients import FFMPEG, FFPROBE, needs_ffmpeg, start_publisher, stop
 from tests.support.media import load_flv, looped
 from tests.support.server import Server, running_server
 
@@ -167,3 +169,26 @@ async def test_source_server_killed_mid_pull(tmp_path: Path) -> None:
     assert took < 1.0, f"closed {took:.2f} s after the source died"
     reasons: list[RelayError] = [sink.reasons[0] for _, sink in pulls]
     assert all(isinstance(r, PeerClosed) for r in reasons), reasons
+
+
+@pytest_twisted.ensureDeferred
+async def test_pull_h265(source: Server) -> None:
+    """ffmpeg publishes HEVC + AAC over RTSP; the pulls get H.265 over RTSP and over RTMP/HTTP-FLV
+    (enhanced RTMP, as mediasrv serves it)."""
+    pub = subprocess.Popen([FFMPEG or "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+                            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                            "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error",
+                            "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+                            "-f", "rtsp", "-rtsp_transport", "tcp", f"{source.rtsp}/live/hevc"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        pulls = [await start_pull(url, rtp_type) for kind, (url, rtp_type) in urls(source, "hevc").items()
+                 if kind != "rtsp-udp"]
+        await until(lambda: all(video_span_ms(s) >= 2000 for _, s in pulls), 20, "2 s of HEVC on every pull")
+    finally:
+        stop(pub)
+    for client, sink in pulls:
+        check_pulled(sink, width=320, height=240, fps=25, sample_rate=48000, channels=1, min_span_ms=2000,
+                     codec=Codec.H265)
+        client.stop()

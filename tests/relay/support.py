@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from mediasrv.codec import aac, h264
+from mediasrv.codec import aac, h264, h265
 from mediasrv.codec.amf0 import EcmaArray
 from mediasrv.codec.bits import avcc_to_nals
 from mediasrv.core import flvmux
@@ -178,14 +178,19 @@ def video_span_ms(sink: Recorder) -> int:
 
 
 def check_pulled(sink: Recorder, *, width: int, height: int, fps: float, sample_rate: int, channels: int,
-                 min_span_ms: int) -> None:
+                 min_span_ms: int, codec: Codec = Codec.H264) -> None:
     """What a pull of an ffmpeg ``testsrc2`` + ``sine`` publisher must have delivered."""
     assert sink.calls[0] == "tracks_ready", sink.calls[:3]
     tracks = {t.kind: t for t in sink.tracks[0]}
     video, audio = tracks[TrackKind.VIDEO], tracks[TrackKind.AUDIO]
-    assert video.codec is Codec.H264
-    sps = h264.parse_sps(h264.parse_avc_config(video.config).sps[0])
-    assert (sps.width, sps.height) == (width, height) == (video.width, video.height)
+    assert video.codec is codec
+    if codec is Codec.H264:
+        sps = h264.parse_sps(h264.parse_avc_config(video.config).sps[0])
+        size = (sps.width, sps.height)
+    else:
+        hsps = h265.parse_sps(h265.parse_hevc_config(video.config).sps[0])
+        size = (hsps.width, hsps.height)
+    assert size == (width, height) == (video.width, video.height)
     asc = aac.parse_asc(audio.config)
     assert audio.codec is Codec.AAC and (asc.sample_rate, asc.channels) == (sample_rate, channels)
     vf, af = sink.of(TrackKind.VIDEO), sink.of(TrackKind.AUDIO)
@@ -194,7 +199,12 @@ def check_pulled(sink: Recorder, *, width: int, height: int, fps: float, sample_
     assert all(a.dts <= b.dts for a, b in zip(af, af[1:], strict=False)), "audio dts going back"
     for f in vf[:50]:
         nals = avcc_to_nals(f.payload)
-        assert nals and all(1 <= n[0] & 0x1F <= 12 for n in nals)
+        if codec is Codec.H264:
+            assert nals and all(1 <= n[0] & 0x1F <= 12 for n in nals)
+        else:
+            assert nals and all((n[0] >> 1) & 0x3F < 41 for n in nals)
+        assert f.keyframe == any(h264.nal_type(n) == h264.NAL_IDR if codec is Codec.H264
+                                 else h265.is_irap(h265.nal_type(n)) for n in nals)
     span = video_span_ms(sink)
     assert span >= min_span_ms, f"only {span} ms of video"
     rate = (len(vf) - 1) * 1000 / span

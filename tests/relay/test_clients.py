@@ -41,7 +41,8 @@ class Rig:
         self.client = client
         self.reactor = reactor
         self.outcome: list[Any] = []
-        client.start().addBoth(self.outcome.append)
+        self.started = client.start()
+        self.started.addBoth(self.outcome.append)
         reactor.advance(0)
         self.peer = TcpPeer(reactor)
         self.server = ScriptedRtmpServer()
@@ -148,27 +149,24 @@ def test_garbage_cuts_the_connection_without_goodbye() -> None:
     assert rig.server.messages[before:] == []
 
 
-def test_stream_not_found_fails_the_start() -> None:
+def test_stream_not_found_fails_the_start_after_the_sink_heard_it() -> None:
     rig, sink = pull_rig()
+    seen_by_waiter: list[list[str]] = []
+    rig.client.when_closed().addCallback(lambda _: seen_by_waiter.append(list(sink.calls)))
     rig.pump(rig.server.answer_connect())
     rig.pump(rig.server.command("_result", 2.0, None, 1.0))
     rig.pump(rig.server.status("NetStream.Play.StreamNotFound", "error"))
     assert rig.outcome[0].check(StreamNotFound) and isinstance(sink.reasons[0], StreamNotFound)
+    assert seen_by_waiter == [["closed"]]
 
 
-def test_a_sink_stopping_the_client_gets_nothing_more() -> None:
+def test_start_fires_after_the_sink_has_its_tracks() -> None:
     rig, sink = pull_rig()
-
-    class Stopper(Recorder):
-        def frame(self, frame: Any) -> None:
-            super().frame(frame)
-            if len(self.frames) == 3:
-                rig.client.stop()
-
-    stopper = Stopper()
-    rig.client.delivery.sink = stopper
+    seen: list[list[str]] = []
+    rig.started.addCallback(lambda _: seen.append(list(sink.calls)))
     rig.play()
-    assert stopper.calls == ["tracks_ready", "frame", "frame", "frame", "closed"]
+    assert seen == [["tracks_ready"]]
+    rig.client.stop()
 
 
 # -- push ----------------------------------------------------------------------------------------------
