@@ -169,6 +169,21 @@ def test_start_fires_after_the_sink_has_its_tracks() -> None:
     rig.client.stop()
 
 
+def test_a_sink_stopping_the_client_gets_nothing_more() -> None:
+    rig, sink = pull_rig()
+
+    class Stopper(Recorder):
+        def frame(self, frame: Any) -> None:
+            super().frame(frame)
+            if len(self.frames) == 3:
+                rig.client.stop()
+
+    stopper = Stopper()
+    rig.client.delivery.sink = stopper
+    rig.play()
+    assert stopper.calls == ["tracks_ready", "frame", "frame", "frame", "closed"]
+
+
 # -- push ----------------------------------------------------------------------------------------------
 
 
