@@ -95,7 +95,10 @@ class RelayClient:
         self._started = d
         self.last_activity = self.clock.seconds()
         self._timer = self.clock.callLater(self.timeout_sec, self._start_timeout)
-        self._connect()
+        try:
+            self._connect()
+        except Exception as e:
+            self._fail(e if isinstance(e, RelayError) else ConnectFailed(f"cannot connect to {self.url.netloc}: {e}"))
         return d
 
     def stop(self, reason: RelayError | None = None) -> None:

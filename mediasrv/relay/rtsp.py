@@ -31,7 +31,7 @@ from mediasrv.relay.rtsp_session import (
     RtspTransport,
 )
 from mediasrv.relay.url import RelayUrl
-from mediasrv.rtsp.udp import UdpPair, listen_pair
+from mediasrv.rtsp.udp import Receiver, UdpPair, listen_pair
 
 __all__ = ["RtspPullClient"]
 
@@ -129,7 +129,7 @@ class RtspPullClient(TcpRelayClient):
             ports[index] = pair.ports
         return ports
 
-    def _datagram(self, index: int, is_rtcp: bool) -> Any:
+    def _datagram(self, index: int, is_rtcp: bool) -> Receiver:
         def receive(data: bytes, addr: tuple[str, int]) -> None:
             if self.closed or addr[0] != self._server_ip:
                 return
