@@ -29,7 +29,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mediasrv.core.closing import close_transport
+from mediasrv.core.adapter import CLOSE_GRACE
 from mediasrv.core.frames import MediaFrame, Track
 from mediasrv.relay.errors import ConnectFailed, PeerClosed, ProtocolViolation, RelayError, RelayTimeout, Stopped
 from mediasrv.relay.interfaces import RelaySink
@@ -323,10 +323,22 @@ class TcpRelayClient(RelayClient):
         self._close_transport(abort)
 
     def _close_transport(self, abort: bool) -> None:
-        transport = self.transport
+        """Abort at once, or flush and close and abort after the server
+        adapters' :data:`CLOSE_GRACE` if the peer never reads (the timer is
+        armed before ``loseConnection``, which may call ``connectionLost`` at once)."""
+        transport: Any = self.transport
         if transport is None:
             return
-        self._abort_timer = close_transport(transport, self.clock, abort)
+        if abort:
+            transport.abortConnection()
+            return
+        self._abort_timer = self.clock.callLater(CLOSE_GRACE, self._abort_if_open, transport)
+        transport.loseConnection()
+
+    def _abort_if_open(self, transport: Any) -> None:
+        self._abort_timer = None
+        if getattr(transport, "connected", False):
+            transport.abortConnection()
 
 
 class PullDelivery:
