@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (Debian packages: ffmpeg, GStreamer,
-# chromium, nodejs/npm, redis-server and python3-venv; Python packages into ./.venv) and runs the whole suite.
+# chromium, nodejs/npm, redis-server, nginx with libnginx-mod-rtmp and python3-venv; Python packages
+# into ./.venv) and runs the whole suite.
 # Works on a fresh Debian machine with Python 3.11, as root or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
     && gst-inspect-1.0 avdec_h264; } >/dev/null 2>&1 \
   || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
             gstreamer1.0-libav)
+# nginx-rtmp, the foreign origin/target of the relay interop tests (each test starts its own nginx)
+{ command -v nginx && test -f /usr/lib/nginx/modules/ngx_rtmp_module.so; } >/dev/null 2>&1 \
+  || need+=(nginx libnginx-mod-rtmp)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -25,11 +25,14 @@ from dataclasses import dataclass
 __all__ = [
     "AuthError",
     "BasicCredentials",
+    "Challenge",
     "DigestCredentials",
     "challenge",
+    "client_authorization",
     "ha1",
     "new_nonce",
     "parse_authorization",
+    "parse_challenge",
     "verify_basic",
     "verify_digest",
 ]
@@ -190,3 +193,72 @@ def verify_digest(creds: DigestCredentials, method: str, *, password: str | None
 
 def verify_basic(creds: BasicCredentials, password: str) -> bool:
     return hmac.compare_digest(creds.password.encode("utf-8"), password.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------
+# The client side: answering a server's challenge (RTSP pulls from cameras)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One ``WWW-Authenticate`` challenge; ``scheme`` is lower-case, parameter names too."""
+
+    scheme: str
+    params: dict[str, str]
+
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
+
+    @property
+    def stale(self) -> bool:
+        return self.params.get("stale", "").lower() == "true"
+
+
+def parse_challenge(value: str) -> Challenge:
+    """Parse one ``WWW-Authenticate`` value (``Digest realm="x", nonce="y"`` or ``Basic realm="x"``).
+
+    :raises AuthError: an unreadable parameter list, or a Digest challenge without a nonce.
+    """
+    scheme, _, rest = value.strip().partition(" ")
+    ch = Challenge(scheme.lower(), _parse_params(rest))
+    if ch.scheme == "digest" and "nonce" not in ch.params:
+        raise AuthError("Digest challenge without a nonce")
+    return ch
+
+
+def client_authorization(ch: Challenge, method: str, uri: str, username: str, password: str, *,
+                         nc: int = 1, cnonce: str | None = None) -> str:
+    """The ``Authorization`` value answering ``ch`` for one request.
+
+    Digest is MD5 (RFC 2617 ``qop=auth`` when the server offers it, the RFC
+    2069 form otherwise, as ffmpeg and live555 answer); Basic is RFC 7617.
+
+    :raises AuthError: a scheme or algorithm we cannot answer.
+    """
+    if ch.scheme == "basic":
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return f"Basic {token}"
+    if ch.scheme != "digest":
+        raise AuthError(f"unsupported authentication scheme {ch.scheme[:20]!r}")
+    algorithm = ch.params.get("algorithm", "MD5")
+    if algorithm.upper() != "MD5":
+        raise AuthError(f"unsupported Digest algorithm {algorithm[:20]!r}")
+    offered = [q.strip().lower() for q in ch.params.get("qop", "").split(",") if q.strip()]
+    qop = "auth" if "auth" in offered else ""
+    if offered and not qop:
+        raise AuthError(f"unsupported Digest qop {ch.params['qop'][:30]!r}")
+    creds = DigestCredentials(username=username, realm=ch.realm, nonce=ch.params["nonce"], uri=uri, response="",
+                              algorithm=algorithm, qop=qop, nc=f"{nc:08x}" if qop else "",
+                              cnonce=(cnonce or new_nonce()[:16]) if qop else "", opaque=ch.params.get("opaque", ""))
+    response = expected_response(creds, method, ha1(username, ch.realm, password))
+    parts = [f"username={_quote(username)}", f"realm={_quote(ch.realm)}", f"nonce={_quote(creds.nonce)}",
+             f"uri={_quote(uri)}", f"response={_quote(response)}"]
+    if "algorithm" in ch.params:
+        parts.append(f"algorithm={algorithm}")
+    if creds.opaque:
+        parts.append(f"opaque={_quote(creds.opaque)}")
+    if qop:
+        parts += [f"qop={qop}", f"nc={creds.nc}", f"cnonce={_quote(creds.cnonce)}"]
+    return "Digest " + ", ".join(parts)

@@ -25,6 +25,7 @@ __all__ = [
     "RtspResponse",
     "TransportSpec",
     "encode_interleaved",
+    "encode_request",
     "encode_response",
     "format_transport",
     "parse_transport",
@@ -273,6 +274,17 @@ class RtspParser:
 def encode_response(status: int, headers: list[tuple[str, str]], body: bytes = b"", reason: str | None = None) -> bytes:
     """An RTSP/1.0 response; ``Content-Length`` is added when there is a body."""
     lines = [f"RTSP/1.0 {status} {reason or reason_phrase(status)}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def encode_request(method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    """An RTSP/1.0 request (the client side); ``Content-Length`` is added when there is a body."""
+    if not _METHOD.match(method) or any(c in uri for c in " \r\n"):
+        raise ValueError(f"cannot send RTSP request {method[:20]!r} {uri[:80]!r}")
+    lines = [f"{method} {uri} RTSP/1.0"]
     lines += [f"{name}: {value}" for name, value in headers]
     if body:
         lines.append(f"Content-Length: {len(body)}")

@@ -78,3 +78,30 @@ def test_bad_authorization(header: str, message: str) -> None:
 def test_challenge() -> None:
     assert digest.challenge('my "realm"', "abc") == ['Digest realm="my \\"realm\\"", nonce="abc"']
     assert digest.challenge("r", "n", basic=True) == ['Digest realm="r", nonce="n"', 'Basic realm="r"']
+
+
+# -- the client side (relay pulls from cameras) -----------------------------------------------------------
+
+
+def test_client_answers_are_what_the_server_side_verifies() -> None:
+    for value in ('Digest realm="r", nonce="n1"', 'Digest realm="r", nonce="n1", qop="auth", opaque="o"'):
+        ch = digest.parse_challenge(value)
+        answer = digest.client_authorization(ch, "DESCRIBE", "rtsp://h/live/cam", "bob", "hunter2", cnonce="c0ffee")
+        creds = digest.parse_authorization(answer)
+        assert isinstance(creds, digest.DigestCredentials)
+        assert digest.verify_digest(creds, "DESCRIBE", password="hunter2")
+        assert not digest.verify_digest(creds, "DESCRIBE", password="hunter3")
+    basic = digest.client_authorization(digest.parse_challenge('Basic realm="r"'), "DESCRIBE", "u", "bob", "pw")
+    assert digest.parse_authorization(basic) == digest.BasicCredentials("bob", "pw")
+
+
+@pytest.mark.parametrize("value", ['Digest realm="r", nonce="n", algorithm=SHA-256',
+                                   'Digest realm="r", nonce="n", qop="auth-int"', 'Bearer realm="r"'])
+def test_client_refuses_what_it_cannot_answer(value: str) -> None:
+    with pytest.raises(digest.AuthError):
+        digest.client_authorization(digest.parse_challenge(value), "DESCRIBE", "u", "bob", "pw")
+
+
+def test_digest_challenge_needs_a_nonce() -> None:
+    with pytest.raises(digest.AuthError, match="nonce"):
+        digest.parse_challenge('Digest realm="r"')
