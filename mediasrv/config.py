@@ -99,6 +99,7 @@ class General:
     maxConnections: int = field(metadata={"check": _positive})
     maxPlayerQueueBytes: int = field(metadata={"check": _positive})
     maxGopCacheBytes: int = field(metadata={"check": _positive})
+    maxNameLength: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class Rtmp:
     handshakeSecond: float = field(metadata={"check": _positive})
     keepAliveSecond: float = field(metadata={"check": _positive})
     maxMessageSize: int = field(metadata={"check": _positive})
+    maxMessageSizeBeforePublish: int = field(metadata={"check": _positive})
+    maxBufferedBytes: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,8 @@ class Shell:
     interface: str = field(metadata={"check": _ip})
     users: str = field()
     python: bool = field()
+    maxPendingLoginsPerIp: int = field(metadata={"check": _positive})
+    maxConcurrentChecks: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -379,6 +384,10 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
 def _cross_checks(cfg: Config) -> None:
     if (cfg.rtmp.sslport or cfg.rtsp.sslport or cfg.http.sslport) and not cfg.ssl.certFile:
         raise ConfigError(cfg.source, "[ssl] certFile", "required when an sslport is set")
+    if cfg.rtmp.maxBufferedBytes < cfg.rtmp.maxMessageSize:
+        raise ConfigError(cfg.source, "[rtmp] maxBufferedBytes",
+                          f"{cfg.rtmp.maxBufferedBytes} is less than [rtmp] maxMessageSize"
+                          f" ({cfg.rtmp.maxMessageSize}): no large message could ever complete")
 
 
 def with_value(cfg: Config, dotted: str, value: str) -> Config:

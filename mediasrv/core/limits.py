@@ -22,6 +22,7 @@ __all__ = [
     "AMF_EXPANSION",
     "REFUSALS",
     "RTMP_BUFFERED_BYTES",
+    "RTMP_CHUNK_STREAMS",
     "RTMP_MESSAGE_SIZE",
     "RTMP_MESSAGE_SIZE_BEFORE_PUBLISH",
     "SHELL_CONCURRENT_CHECKS",
@@ -34,6 +35,7 @@ __all__ = [
 # format bounds) a dotted name in the same style.
 AMF_EXPANSION: Final = "amf0.maxExpansion"
 RTMP_BUFFERED_BYTES: Final = "rtmp.maxBufferedBytes"
+RTMP_CHUNK_STREAMS: Final = "rtmp.chunkStreams"
 RTMP_MESSAGE_SIZE: Final = "rtmp.maxMessageSize"
 RTMP_MESSAGE_SIZE_BEFORE_PUBLISH: Final = "rtmp.maxMessageSizeBeforePublish"
 SHELL_LOCKOUT: Final = "shell.lockout"

@@ -90,7 +90,8 @@ class RtmpServerProtocol(Protocol):
         self.secure = secure
         cfg = core.config.rtmp
         self.handshake = ServerHandshake(server_time=0)
-        self.reader = ChunkReader(max_message_size=cfg.maxMessageSize)
+        self.reader = ChunkReader(max_message_size=cfg.maxMessageSize, max_buffered_bytes=cfg.maxBufferedBytes,
+                                  initial_max_message_size=cfg.maxMessageSizeBeforePublish)
         self.session: SessionInfo = None  # type: ignore[assignment]  # set in connectionMade
         self.app = ""
         self.app_params = ""
@@ -158,6 +159,7 @@ class RtmpServerProtocol(Protocol):
             log.warn("rtmp session {sid} from {ip}:{port}: TLS failed: {why}; closing", sid=self.session.id,
                      ip=self.session.peer_ip, port=self.session.peer_port, why=reason.getErrorMessage())
         self.closing = True
+        self.reader.close()  # the partial messages go now, not at the next cyclic GC
         for call in (self._timer, self._abort_call):
             if call is not None and call.active():
                 call.cancel()
@@ -425,6 +427,7 @@ class RtmpServerProtocol(Protocol):
             self.core.registry.unpublish(stream, self.session, abrupt=False)
             return
         self.publishing = stream
+        self.reader.allow_large_messages()
         self.write(m.user_control(m.STREAM_BEGIN, msid))
         self.on_status("NetStream.Publish.Start", f"{self.session.stream} is now published.", stream_id=msid)
         log.info("rtmp session {sid} publishes {key}", sid=self.session.id, key=str(stream.key))
