@@ -86,14 +86,15 @@ def _needs_escape(ch: str) -> bool:
     return unicodedata.category(ch) in _BAD_CATEGORIES
 
 
-def safe_text(value: object, limit: int = 256) -> str:
+def safe_text(value: object, limit: int = 256, backslashes: bool = True) -> str:
     """``value`` as text safe for a log line or a terminal.
 
     C0/C1 control characters, DEL, format characters, separators and lone
     surrogates become ``\\xNN``/``\\uNNNN`` escapes and ``\\`` becomes
-    ``\\\\``, so the result is unambiguous and holds no line break or escape
-    sequence.  Text longer than ``limit`` characters (0: no limit) is cut
-    and says how much was left out.
+    ``\\\\`` (unless ``backslashes`` is false: for text whose parts were
+    escaped already), so the result is unambiguous and holds no line break
+    or escape sequence.  Text longer than ``limit`` characters (0: no limit)
+    is cut and says how much was left out.
     """
     text = value if isinstance(value, str) else str(value)
     cut = 0
@@ -101,8 +102,10 @@ def safe_text(value: object, limit: int = 256) -> str:
         cut = len(text) - limit
         text = text[:limit]
     if any(_needs_escape(ch) for ch in text):
-        text = "".join(_escape_char(ch) if ch != "\\" and _needs_escape(ch) else ("\\\\" if ch == "\\" else ch)
-                       for ch in text)
+        text = "".join(
+            ("\\\\" if backslashes else ch) if ch == "\\" else (_escape_char(ch) if _needs_escape(ch) else ch)
+            for ch in text
+        )
     if cut:
         text += f"...({cut} more characters)"
     return text

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mediasrv.config import ConfigError
-from mediasrv.shell.auth import LoginLimiter, Runner, ShellChecker, ShellLoginProtocol, _sync_runner, parse_users
+from mediasrv.shell.auth import CheckLimiter, LoginLimiter, Runner, ShellChecker, ShellLoginProtocol, _sync_runner, parse_users
 from mediasrv.shell.commands import AdminShell
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ class ShellFactory(Factory):
                     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
             else:
                 run = _sync_runner
-        self.checker = ShellChecker(core, run)
+        self.checks = CheckLimiter(run, core.config.shell.maxConcurrentChecks)
+        self.checker = ShellChecker(core, self.checks)
         self.limiter = LoginLimiter(core.clock)
         self.realm = ShellRealm(core, core.config.shell.python, core.clock.seconds(), namespace)
         self.portal = Portal(self.realm, [self.checker])
