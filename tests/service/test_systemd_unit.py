@@ -143,7 +143,7 @@ def test_the_unit_command_line_runs_the_server_with_its_umask(tmp_path: Path) ->
     argv = shlex.split(SERVICE["ExecStart"][0])
     args = argv[1:argv.index("mediasrv") + 1] + ["--config", str(ini)]
     proc = subprocess.Popen(twistd_command() + args, cwd=state, env=server_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, preexec_fn=lambda: os.umask(0o077))
+                            stderr=subprocess.STDOUT, umask=0o077)
     try:
         deadline = time.monotonic() + 20
         while True:
