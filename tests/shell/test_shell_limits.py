@@ -244,3 +244,13 @@ def test_user_names_cannot_forge_log_lines(core: Core, log_events: list[LogEvent
 
 def test_lockout_errors_are_unauthorized_logins() -> None:
     assert issubclass(LoginBusy, error.UnauthorizedLogin)
+
+
+def test_an_unknown_telnet_command_is_one_log_line(core: Core, log_events: list[LogEvent]) -> None:
+    """twisted.conch.telnet raises ValueError("Stumped") for IAC + an unknown
+    command byte: bad input, not an unhandled error with a traceback."""
+    t = MemoryTelnet(ShellFactory(core), core.clock)
+    t.proto.dataReceived(b"\xff\xa2junk")  # must not raise
+    assert t.transport.disconnecting
+    assert [line for line in lines(log_events) if "unknown telnet command" in line] != []
+    assert not [e for e in log_events if e.get("log_failure") is not None]
