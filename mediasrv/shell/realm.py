@@ -22,7 +22,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mediasrv.config import ConfigError
-from mediasrv.shell.auth import CheckLimiter, LoginLimiter, Runner, ShellChecker, ShellLoginProtocol, _sync_runner, parse_users
+from mediasrv.shell.auth import (
+    CheckLimiter,
+    LoginLimiter,
+    Runner,
+    ShellChecker,
+    ShellLoginProtocol,
+    _sync_runner,
+    parse_users,
+)
 from mediasrv.shell.commands import AdminShell
 
 if TYPE_CHECKING:
@@ -101,7 +109,7 @@ class ShellTelnetTransport(telnet.TelnetTransport):
             log.warn("shell connection from {ip}: unknown telnet command {cmd!r} after IAC; closing",
                      ip=getattr(peer, "host", "?"), cmd=e.args[1] if len(e.args) > 1 else b"")
             if self.transport is not None:
-                self.transport.abortConnection()
+                self.transport.abortConnection()  # type: ignore[attr-defined]  # a TCP transport
 
 
 class ShellFactory(Factory):

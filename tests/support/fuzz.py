@@ -326,7 +326,7 @@ def ws_attacks(rng: random.Random, frames_to_live: bool = False) -> list[Callabl
 
 # -- the shell -------------------------------------------------------------------------------------------
 def shell_attacks(rng: random.Random) -> list[Callable[[], Attack]]:
-    IAC, SB, SE = 255, 250, 240
+    IAC, SB = 255, 250
 
     def junk() -> Attack:
         return Attack("shell", "telnet junk", [rng.randbytes(rng.randint(1, 2000))])
