@@ -377,11 +377,12 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         values = {k: _convert(sec, k, v, src) for k, (v, src) in raw[sec].items()}
         sections[sec] = cls(**values)
     cfg = Config(**sections, source=source)
-    _cross_checks(cfg)
+    cross_checks(cfg)
     return cfg
 
 
-def _cross_checks(cfg: Config) -> None:
+def cross_checks(cfg: Config) -> None:
+    """Checks between keys (raise ConfigError); at load and for live changes."""
     if (cfg.rtmp.sslport or cfg.rtsp.sslport or cfg.http.sslport) and not cfg.ssl.certFile:
         raise ConfigError(cfg.source, "[ssl] certFile", "required when an sslport is set")
     if cfg.rtmp.maxBufferedBytes < cfg.rtmp.maxMessageSize:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mediasrv.config import Config, ConfigError, with_value
+from mediasrv.config import Config, ConfigError, cross_checks, with_value
 from mediasrv.hooks.oclp import OclpDialect
 from mediasrv.hooks.service import hooks_configured
 
@@ -28,7 +28,7 @@ RESTART_KEYS = frozenset({
     "general.listen_ip", "rtmp.port", "rtmp.sslport", "rtsp.port", "rtsp.sslport", "http.port",
     "http.sslport", "ssl.certFile", "ssl.keyFile", "shell.port", "shell.interface", "shell.python",
     "hook.outbox", "hook.outbox_max", "hook.outbox_overflow", "hook.alive_interval",
-    "hook.on_server_keepalive",
+    "hook.on_server_keepalive", "shell.maxConcurrentChecks",
 })
 HOOK_SECTIONS = ("hook", "http_hooks", "notify", "oclp")
 NEW_STREAMS = ("protocol.", "hls.", "record.", "general.maxGopCacheBytes", "general.enableVhost")
@@ -51,6 +51,7 @@ class Change:
 
 def validate(cfg: Config) -> None:
     """Checks beyond one key's type (raise ConfigError)."""
+    cross_checks(cfg)
     OclpDialect(cfg)  # parses every oclp_* value
     from mediasrv.shell.auth import parse_users
 

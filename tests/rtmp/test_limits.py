@@ -219,3 +219,17 @@ def test_the_reference_bomb_closes_its_publisher_only(clock: Clock, log_events: 
     core.registry.close_all("test over")
     clock.advance(0)
     gc.collect()
+
+
+def test_a_live_change_cannot_set_a_budget_below_the_message_size(clock: Clock) -> None:
+    from mediasrv.shell.liveconfig import apply_changes
+
+    core = make_core(clock)
+    with pytest.raises(config.ConfigError, match="maxBufferedBytes"):
+        apply_changes(core, {"rtmp.maxBufferedBytes": "1000"})
+    assert core.config.rtmp.maxBufferedBytes == 16 * MIB
+    (change,) = apply_changes(core, {"rtmp.maxMessageSizeBeforePublish": "4096"})
+    assert not change.restart and core.config.rtmp.maxMessageSizeBeforePublish == 4096
+    (change,) = apply_changes(core, {"shell.maxConcurrentChecks": "4"})
+    assert change.restart
+    core.registry.close_all("test over")
