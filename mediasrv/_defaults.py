@@ -34,6 +34,8 @@ workers = 1
 ; (mediasrv) with workers > 1: worker i also listens alone on each TCP port + offset + i
 ; (pins a client to one worker, e.g. in tests); 0: off
 worker_port_offset = 0
+; (mediasrv) longest app or stream name, bytes of UTF-8 (longer names are refused)
+maxNameLength = 128
 
 [rtmp]
 ; 0 disables
@@ -46,6 +48,12 @@ handshakeSecond = 15
 keepAliveSecond = 15
 ; (mediasrv) largest RTMP message accepted, bytes
 maxMessageSize = 8388608
+; (mediasrv) largest RTMP message accepted before publishing is allowed (connect,
+; createStream, play...: only a publisher sends large messages), bytes
+maxMessageSizeBeforePublish = 65536
+; (mediasrv) bytes of partially received messages one connection may hold, all
+; chunk streams together (counted at their announced length); >= maxMessageSize
+maxBufferedBytes = 16777216
 
 [rtsp]
 port = 8554
@@ -113,6 +121,10 @@ interface = 127.0.0.1
 users =
 ; 1: enables the python manhole command
 python = 0
+; (mediasrv) connections from one address that may be logging in at once; more are refused
+maxPendingLoginsPerIp = 3
+; (mediasrv) password checks (PBKDF2) running at once, server-wide; more wait their turn
+maxConcurrentChecks = 2
 
 [hook]
 enable = 0

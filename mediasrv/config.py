@@ -114,6 +114,7 @@ class General:
     maxGopCacheBytes: int = field(metadata={"check": _positive})
     workers: str = field(metadata={"check": lambda v: _workers(v)})
     worker_port_offset: int = field(metadata={"check": _port})
+    maxNameLength: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class Rtmp:
     handshakeSecond: float = field(metadata={"check": _positive})
     keepAliveSecond: float = field(metadata={"check": _positive})
     maxMessageSize: int = field(metadata={"check": _positive})
+    maxMessageSizeBeforePublish: int = field(metadata={"check": _positive})
+    maxBufferedBytes: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ class Shell:
     interface: str = field(metadata={"check": _ip})
     users: str = field()
     python: bool = field()
+    maxPendingLoginsPerIp: int = field(metadata={"check": _positive})
+    maxConcurrentChecks: int = field(metadata={"check": _positive})
 
 
 @dataclass(frozen=True)
@@ -545,7 +550,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         values = {k: _convert(sec, k, v, src) for k, (v, src) in raw[sec].items()}
         sections[sec] = cls(**values)
     cfg = Config(**sections, source=source, ignored=tuple(ignored))
-    _cross_checks(cfg)
+    cross_checks(cfg)
     return cfg
 
 
@@ -558,11 +563,16 @@ def ignored_keys_line(cfg: Config) -> str | None:
             + ", ".join(cfg.ignored))
 
 
-def _cross_checks(cfg: Config) -> None:
+def cross_checks(cfg: Config) -> None:
+    """Checks between keys (raise ConfigError); at load and for live changes."""
     if (cfg.rtmp.sslport or cfg.rtsp.sslport or cfg.http.sslport) and not cfg.ssl.certFile:
         raise ConfigError(cfg.source, "[ssl] certFile", "required when an sslport is set")
     if cfg.cluster.redis and not cfg.cluster.secret:
         raise ConfigError(cfg.source, "[cluster] secret", "required when [cluster] redis is set (signs relays between nodes)")
+    if cfg.rtmp.maxBufferedBytes < cfg.rtmp.maxMessageSize:
+        raise ConfigError(cfg.source, "[rtmp] maxBufferedBytes",
+                          f"{cfg.rtmp.maxBufferedBytes} is less than [rtmp] maxMessageSize"
+                          f" ({cfg.rtmp.maxMessageSize}): no large message could ever complete")
 
 
 def with_value(cfg: Config, dotted: str, value: str) -> Config:

@@ -16,6 +16,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # the cluster directory's contract tests run a real Redis
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# systemd-analyze verify/security for etc/mediasrv.service (tests/service/test_systemd_unit.py)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # GStreamer for the RTSP interop tests: rtspsrc, RTP depayloaders, parsers, libav decoders
 { command -v gst-launch-1.0 && gst-inspect-1.0 rtspsrc && gst-inspect-1.0 rtpmp4gdepay && gst-inspect-1.0 h264parse \
     && gst-inspect-1.0 avdec_h264; } >/dev/null 2>&1 \

@@ -45,6 +45,19 @@ Robustness rules, because every byte here comes from an untrusted peer:
 * A reference (0x07) may only point at an object whose decoding has
   *finished*; pointing at one still being decoded would build a cyclic
   structure, which we reject.
+* References resolve to the *same* Python object (no copy), so decoding
+  stays linear in the input, but a value with references is a DAG that an
+  encoder (or a JSON dump) expands back into a tree: k objects each
+  referring twice to the previous one are 21·k bytes on the wire and 2^k
+  leaves when re-encoded (a "billion laughs").  Each message therefore has an
+  expansion budget: the decoder tracks the encoded size of every finished
+  container, charges each reference with the size it stands for, and raises
+  :class:`AmfExpansionError` once references would make the message's
+  values more than ``max_expansion`` bytes larger than the message itself
+  (:data:`DEFAULT_MAX_EXPANSION`).  Re-encoding what was decoded thus costs
+  at most ``len(data) + max_expansion`` bytes.  ffmpeg, librtmp, OBS and
+  GStreamer never send references; Flash-era clients use them for a few
+  small objects.
 """
 
 from __future__ import annotations
@@ -54,8 +67,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
+    "DEFAULT_MAX_EXPANSION",
     "AmfDate",
     "AmfError",
+    "AmfExpansionError",
     "EcmaArray",
     "TypedObject",
     "UNDEFINED",
@@ -86,6 +101,8 @@ TYPED_OBJECT: Final = 0x10
 AVMPLUS_OBJECT: Final = 0x11
 
 DEFAULT_MAX_DEPTH: Final = 32
+DEFAULT_MAX_EXPANSION: Final = 64 * 1024
+"""Bytes by which references may enlarge one message's values (see above)."""
 
 _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")
@@ -96,6 +113,10 @@ _OBJECT_END_BYTES: Final = b"\x00\x00\x09"
 
 class AmfError(ValueError):
     """Malformed, truncated or unsupported AMF data (or an unencodable value)."""
+
+
+class AmfExpansionError(AmfError):
+    """References in one message stand for more data than the expansion budget allows."""
 
 
 class Undefined:
@@ -174,14 +195,35 @@ _K_ARRAY: Final = 1  # strict array: counted values
 
 
 class _Frame:
-    __slots__ = ("kind", "container", "remaining", "key", "ref_index")
+    __slots__ = ("kind", "container", "remaining", "key", "ref_index", "start", "extra0")
 
-    def __init__(self, kind: int, container: Any, remaining: int, ref_index: int) -> None:
+    def __init__(self, kind: int, container: Any, remaining: int, ref_index: int, start: int, extra0: int) -> None:
         self.kind = kind
         self.container = container
         self.remaining = remaining
         self.key = ""
         self.ref_index = ref_index
+        self.start = start  # offset of the container's marker
+        self.extra0 = extra0  # the message's expansion when the container started
+
+
+class _Refs:
+    """One message's reference table, with the encoded size each entry
+    stands for and the expansion its references have used so far."""
+
+    __slots__ = ("objects", "sizes", "extra", "max_expansion")
+
+    def __init__(self, max_expansion: int) -> None:
+        if max_expansion < 0:
+            raise ValueError(f"max_expansion must be >= 0, not {max_expansion}")
+        self.objects: list[Any] = []
+        self.sizes: list[int] = []
+        self.extra = 0
+        self.max_expansion = max_expansion
+
+    def finish(self, frame: _Frame, end: int) -> None:
+        self.objects[frame.ref_index] = frame.container
+        self.sizes[frame.ref_index] = end - frame.start + self.extra - frame.extra0
 
 
 class _InProgress:
@@ -193,17 +235,19 @@ class _InProgress:
 _IN_PROGRESS: Final = _InProgress()
 
 
-def decode_all(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Any]:
+def decode_all(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH,
+               max_expansion: int = DEFAULT_MAX_EXPANSION) -> list[Any]:
     """Decode the consecutive AMF0 values that make up ``data``.
 
     This is the shape of an RTMP command or data message body (RTMP spec 1.0
     section 7.1.1/7.1.2).  The values share one reference table, so a later
     argument may refer to an object in an earlier one (the table is reset per
     message, as for an AMF packet body); ffmpeg, librtmp and OBS never send
-    references, so this only matters for Flash-era clients.
+    references, so this only matters for Flash-era clients.  The expansion
+    budget (``max_expansion``, see the module docstring) is per call too.
     """
     values: list[Any] = []
-    refs: list[Any] = []
+    refs = _Refs(max_expansion)
     offset = 0
     end = len(data)
     while offset < end:
@@ -212,7 +256,8 @@ def decode_all(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Any]:
     return values
 
 
-def decode_one(data: bytes, offset: int = 0, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, int]:
+def decode_one(data: bytes, offset: int = 0, max_depth: int = DEFAULT_MAX_DEPTH,
+               max_expansion: int = DEFAULT_MAX_EXPANSION) -> tuple[Any, int]:
     """Decode one AMF0 value at ``offset``; return it and the offset after it.
 
     Containers are decoded with an explicit stack rather than recursion, so
@@ -221,10 +266,10 @@ def decode_one(data: bytes, offset: int = 0, max_depth: int = DEFAULT_MAX_DEPTH)
     reference table (AMF0 spec 2.9) when they *start*, in encounter order, as
     the spec requires; a reference to one that has not yet ended is a cycle.
     """
-    return _decode(data, offset, max_depth, [])
+    return _decode(data, offset, max_depth, _Refs(max_expansion))
 
 
-def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[Any, int]:
+def _decode(data: bytes, offset: int, max_depth: int, refs: _Refs) -> tuple[Any, int]:
     if max_depth < 0:
         raise ValueError(f"max_depth must be >= 0, not {max_depth}")
     end = len(data)
@@ -242,7 +287,7 @@ def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[
             if top.kind == _K_ARRAY:
                 if top.remaining == 0:
                     stack.pop()
-                    refs[top.ref_index] = top.container
+                    refs.finish(top, pos)
                     value = top.container
                     if not stack:
                         return value, pos
@@ -263,7 +308,7 @@ def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[
                         )
                     pos += 3
                     stack.pop()
-                    refs[top.ref_index] = top.container
+                    refs.finish(top, pos)
                     value = top.container
                     if not stack:
                         return value, pos
@@ -303,7 +348,7 @@ def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[
             container: Any
             if marker == OBJECT:
                 container = {}
-                frame = _Frame(_K_OBJECT, container, 0, len(refs))
+                frame = _Frame(_K_OBJECT, container, 0, len(refs.objects), start, refs.extra)
             elif marker == ECMA_ARRAY:
                 # The count is only a hint (encoders get it wrong); the
                 # object-end marker terminates, and every pair consumes
@@ -312,14 +357,14 @@ def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[
                     raise AmfError(f"AMF0 ecma-array truncated at offset {start}")
                 pos += 4
                 container = EcmaArray()
-                frame = _Frame(_K_OBJECT, container, 0, len(refs))
+                frame = _Frame(_K_OBJECT, container, 0, len(refs.objects), start, refs.extra)
             elif marker == TYPED_OBJECT:
                 if end - pos < 2:
                     raise AmfError(f"AMF0 typed-object truncated at offset {start}")
                 n = (data[pos] << 8) | data[pos + 1]
                 class_name, pos = _read_utf8(data, pos + 2, n, "typed-object", start)
                 container = TypedObject(class_name)
-                frame = _Frame(_K_OBJECT, container, 0, len(refs))
+                frame = _Frame(_K_OBJECT, container, 0, len(refs.objects), start, refs.extra)
             else:
                 if end - pos < 4:
                     raise AmfError(f"AMF0 strict-array truncated at offset {start}")
@@ -332,8 +377,9 @@ def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[
                         f"AMF0 strict-array at offset {start} claims {count} elements but only {end - pos} bytes remain"
                     )
                 container = []
-                frame = _Frame(_K_ARRAY, container, count, len(refs))
-            refs.append(_IN_PROGRESS)
+                frame = _Frame(_K_ARRAY, container, count, len(refs.objects), start, refs.extra)
+            refs.objects.append(_IN_PROGRESS)
+            refs.sizes.append(0)
             stack.append(frame)
             continue
         elif marker == REFERENCE:
@@ -341,11 +387,20 @@ def _decode(data: bytes, offset: int, max_depth: int, refs: list[Any]) -> tuple[
                 raise AmfError(f"AMF0 reference truncated at offset {start}")
             index = (data[pos] << 8) | data[pos + 1]
             pos += 2
-            if index >= len(refs):
-                raise AmfError(f"AMF0 reference {index} at offset {start} out of range ({len(refs)} objects decoded)")
-            value = refs[index]
+            if index >= len(refs.objects):
+                raise AmfError(
+                    f"AMF0 reference {index} at offset {start} out of range ({len(refs.objects)} objects decoded)"
+                )
+            value = refs.objects[index]
             if value is _IN_PROGRESS:
                 raise AmfError(f"AMF0 reference {index} is cyclic")
+            # The reference (3 bytes here) stands for the whole object.
+            refs.extra += refs.sizes[index] - 3
+            if refs.extra > refs.max_expansion:
+                raise AmfExpansionError(
+                    f"AMF0 references at offset {start} expand the message by more than"
+                    f" {refs.max_expansion} bytes (reference bomb?)"
+                )
         elif marker == LONG_STRING or marker == XML_DOCUMENT:
             if end - pos < 4:
                 raise AmfError(f"AMF0 long-string truncated at offset {start}")

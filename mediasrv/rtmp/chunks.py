@@ -25,6 +25,16 @@ Interoperability decisions (the spec is ambiguous or widely ignored here):
 * Protocol control messages that change framing (Set Chunk Size, Abort) are
   honoured by message type whatever chunk stream they arrive on.
 
+Memory bounds (hostile peers, security audit finding 5): every partial
+message is counted at its announced length against ``max_buffered_bytes``
+for the whole connection, so a peer cannot hold one nearly complete message
+on each of many chunk streams; the message size limit starts small
+(``initial_max_message_size``) until the adapter calls
+:meth:`ChunkReader.allow_large_messages` (once publishing is allowed: only a
+publisher sends large messages); :meth:`ChunkReader.close` drops every
+buffer at once, whoever still holds the reader.  Each refusal raises
+:class:`ChunkLimitError` and is counted in :data:`mediasrv.core.limits.REFUSALS`.
+
 Performance: :meth:`ChunkReader.feed` works directly on the buffer it is
 given, walking an offset through it; body bytes are copied straight into the
 owning message's buffer (or, for a message that arrives in one piece, sliced
@@ -39,10 +49,19 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from mediasrv.core.limits import (
+    REFUSALS,
+    RTMP_BUFFERED_BYTES,
+    RTMP_CHUNK_STREAMS,
+    RTMP_MESSAGE_SIZE,
+    RTMP_MESSAGE_SIZE_BEFORE_PUBLISH,
+)
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "ChunkError",
+    "ChunkLimitError",
     "ChunkReader",
     "RtmpMessage",
     "encode_message",
@@ -81,6 +100,15 @@ class ChunkError(ValueError):
     packet capture can be matched against it.  After a ``ChunkError`` the
     reader's state is undefined; the connection must be dropped.
     """
+
+
+class ChunkLimitError(ChunkError):
+    """A resource limit refused the peer's input; ``limit`` names it (the
+    configuration key, as counted in :data:`mediasrv.core.limits.REFUSALS`)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 @dataclass(slots=True)
@@ -131,23 +159,43 @@ class _InStream:
 class ChunkReader:
     """Reassemble RTMP messages from the chunk stream (section 5.3).
 
-    ``max_message_size`` bounds each partial message buffer (a 3-byte length
-    field allows 16 MiB per chunk stream); ``max_chunk_streams`` bounds how
-    many chunk streams a peer may open.  Together they cap the memory one
-    connection can make us hold.
+    ``max_message_size`` bounds each message (a 3-byte length field allows
+    16 MiB); until :meth:`allow_large_messages` is called the bound is
+    ``initial_max_message_size`` (default: the same).  ``max_buffered_bytes``
+    (default: twice ``max_message_size``) bounds the sum of the announced
+    lengths of the messages in progress on all chunk streams together, and
+    ``max_chunk_streams`` how many chunk streams a peer may open.  Together
+    they cap the memory one connection can make us hold.
     """
 
     def __init__(
         self,
         max_message_size: int = 8 * 1024 * 1024,
         max_chunk_streams: int = 64,
+        max_buffered_bytes: int | None = None,
+        initial_max_message_size: int | None = None,
     ) -> None:
         if max_message_size < 0:
             raise ValueError(f"max_message_size must be >= 0, not {max_message_size}")
         if max_chunk_streams < 1:
             raise ValueError(f"max_chunk_streams must be >= 1, not {max_chunk_streams}")
+        if max_buffered_bytes is None:
+            max_buffered_bytes = 2 * max_message_size
+        if max_buffered_bytes < 0:
+            raise ValueError(f"max_buffered_bytes must be >= 0, not {max_buffered_bytes}")
+        self._full_message_size = max_message_size
+        self._limit_name = RTMP_MESSAGE_SIZE
         self.max_message_size = max_message_size
+        """The largest message accepted now."""
+        if initial_max_message_size is not None and initial_max_message_size < max_message_size:
+            if initial_max_message_size < 0:
+                raise ValueError(f"initial_max_message_size must be >= 0, not {initial_max_message_size}")
+            self.max_message_size = initial_max_message_size
+            self._limit_name = RTMP_MESSAGE_SIZE_BEFORE_PUBLISH
+        self.max_buffered_bytes = max_buffered_bytes
         self.max_chunk_streams = max_chunk_streams
+        self.in_progress_bytes = 0
+        """Sum of the announced lengths of the messages in progress."""
         self.chunk_size: int = DEFAULT_CHUNK_SIZE
         """The peer's current chunk size, updated by Set Chunk Size."""
         self.bytes_received: int = 0
@@ -158,6 +206,28 @@ class ChunkReader:
         self._chunk_left = 0
         self._pending = b""
         self._error: ChunkError | None = None
+
+    def allow_large_messages(self) -> None:
+        """Raise the message size limit from ``initial_max_message_size`` to
+        ``max_message_size`` (the adapter calls it once publishing is allowed)."""
+        self.max_message_size = self._full_message_size
+        self._limit_name = RTMP_MESSAGE_SIZE
+
+    def close(self) -> None:
+        """Drop every buffer now (the connection is gone); ``feed`` refuses
+        any later input.  The adapter calls it in ``connectionLost``, so the
+        memory is freed even while reference cycles keep the protocol alive
+        until the next garbage collection."""
+        self._streams.clear()
+        self._current = None
+        self._pending = b""
+        self.in_progress_bytes = 0
+        if self._error is None:
+            self._error = ChunkError("the connection is closed")
+
+    def _refuse(self, limit: str, message: str) -> ChunkLimitError:
+        REFUSALS.count(limit)
+        return ChunkLimitError(limit, message)
 
     def feed(self, data: bytes) -> list[RtmpMessage]:
         """Consume ``data`` and return the messages it completes, in order.
@@ -244,8 +314,9 @@ class ChunkReader:
             if fmt != 0:
                 raise ChunkError(f"fmt {fmt} chunk on chunk stream {csid}, which has had no fmt 0 header")
             if len(self._streams) >= self.max_chunk_streams:
-                raise ChunkError(
-                    f"chunk stream {csid} would exceed the limit of {self.max_chunk_streams} chunk streams"
+                raise self._refuse(
+                    RTMP_CHUNK_STREAMS,
+                    f"chunk stream {csid} would exceed the limit of {self.max_chunk_streams} chunk streams",
                 )
         elif fmt != 3 and cs.in_progress:
             raise ChunkError(
@@ -304,9 +375,10 @@ class ChunkReader:
             if fmt <= 1:
                 length = (len_hi << 16) | len_lo
                 if length > self.max_message_size:
-                    raise ChunkError(
+                    raise self._refuse(
+                        self._limit_name,
                         f"message length {length} on chunk stream {csid} exceeds"
-                        f" the limit of {self.max_message_size} bytes"
+                        f" the limit of {self.max_message_size} bytes ({self._limit_name})",
                     )
             if cs is None:
                 cs = self._streams[csid] = _InStream(csid)
@@ -326,6 +398,14 @@ class ChunkReader:
         if cs.length == 0:
             self._complete(cs, b"", out)
             return pos
+        if self.in_progress_bytes + cs.length > self.max_buffered_bytes:
+            raise self._refuse(
+                RTMP_BUFFERED_BYTES,
+                f"a {cs.length}-byte message on chunk stream {csid} would make the messages in progress"
+                f" exceed {self.max_buffered_bytes} bytes ({RTMP_BUFFERED_BYTES}; {self.in_progress_bytes}"
+                f" announced on {sum(1 for s in self._streams.values() if s.in_progress)} chunk streams)",
+            )
+        self.in_progress_bytes += cs.length
         cs.in_progress = True
         cs.received = 0
         self._current = cs
@@ -333,6 +413,8 @@ class ChunkReader:
         return pos
 
     def _complete(self, cs: _InStream, payload: bytes, out: list[RtmpMessage]) -> None:
+        if cs.in_progress:
+            self.in_progress_bytes -= cs.length
         cs.in_progress = False
         cs.received = 0
         msg = RtmpMessage(cs.csid, cs.type_id, cs.stream_id, cs.timestamp, payload)
@@ -344,6 +426,7 @@ class ChunkReader:
                 raise ChunkError(f"Abort Message payload of {len(payload)} bytes, expected 4")
             target = self._streams.get(_U32.unpack_from(payload)[0])
             if target is not None and target.in_progress:
+                self.in_progress_bytes -= target.length
                 target.in_progress = False
                 target.received = 0
                 target.buf = bytearray()

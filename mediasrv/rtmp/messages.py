@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mediasrv.codec import amf0
-from mediasrv.codec.amf0 import AmfError
+from mediasrv.codec.amf0 import AmfError, AmfExpansionError
+from mediasrv.core.limits import AMF_EXPANSION, REFUSALS
 from mediasrv.rtmp.chunks import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -304,6 +305,16 @@ def _amf_body(msg: RtmpMessage) -> bytes:
     return payload
 
 
+def _decode_body(msg: RtmpMessage) -> list[Any]:
+    """The AMF values of a command or data message; a reference bomb
+    (:class:`AmfExpansionError`) is counted as a refusal and re-raised."""
+    try:
+        return amf0.decode_all(_amf_body(msg))
+    except AmfExpansionError:
+        REFUSALS.count(AMF_EXPANSION)
+        raise
+
+
 def parse_command(msg: RtmpMessage) -> Command:
     """Decode a command message, type 20 (AMF0) or 17 (AMF3 flavour).
 
@@ -313,7 +324,7 @@ def parse_command(msg: RtmpMessage) -> Command:
     """
     if msg.type_id not in (COMMAND_AMF0, COMMAND_AMF3):
         raise ChunkError(f"message type {msg.type_id} is not a command message (20 or 17)")
-    values = amf0.decode_all(_amf_body(msg))
+    values = _decode_body(msg)
     if not values:
         raise AmfError(f"empty RTMP command message (type {msg.type_id})")
     name = values[0]
@@ -340,7 +351,7 @@ def parse_data(msg: RtmpMessage) -> tuple[str, list[Any]]:
     """
     if msg.type_id not in (DATA_AMF0, DATA_AMF3):
         raise ChunkError(f"message type {msg.type_id} is not a data message (18 or 15)")
-    values = amf0.decode_all(_amf_body(msg))
+    values = _decode_body(msg)
     if not values:
         raise AmfError(f"empty RTMP data message (type {msg.type_id})")
     name = values[0]

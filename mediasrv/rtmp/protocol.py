@@ -116,7 +116,8 @@ class RtmpServerProtocol(SessionProtocol):
         super().__init__(core, secure)
         cfg = core.config.rtmp
         self.handshake = ServerHandshake(server_time=0)
-        self.reader = ChunkReader(max_message_size=cfg.maxMessageSize)
+        self.reader = ChunkReader(max_message_size=cfg.maxMessageSize, max_buffered_bytes=cfg.maxBufferedBytes,
+                                  initial_max_message_size=cfg.maxMessageSizeBeforePublish)
         self.app = ""
         self.app_params = ""
         self.tc_url = ""
@@ -165,6 +166,9 @@ class RtmpServerProtocol(SessionProtocol):
 
     def idle_check_interval(self) -> float:
         return self.core.config.rtmp.keepAliveSecond
+
+    def release(self) -> None:
+        self.reader.close()  # the partial messages go now, not at the next cyclic GC
 
     # -- output helpers ----------------------------------------------------------
     def encode(self, type_id: int, payload: bytes, csid: int, stream_id: int = 0, timestamp: int = 0) -> bytes:
@@ -360,6 +364,7 @@ class RtmpServerProtocol(SessionProtocol):
             self.core.registry.unpublish(stream, self.session, abrupt=False)
             return
         self.publishing = stream
+        self.reader.allow_large_messages()
         self.write(m.user_control(m.STREAM_BEGIN, msid))
         self.on_status("NetStream.Publish.Start", f"{self.session.stream} is now published.", stream_id=msid)
         log.info("rtmp session {sid} publishes {key}", sid=self.session.id, key=str(stream.key))

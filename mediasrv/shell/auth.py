@@ -14,6 +14,17 @@
   with what it lacks (DESIGN §5: it re-prompts forever): a randomized delay
   before every failure reply, at most ``MAX_ATTEMPTS`` tries per connection,
   a per-address lockout after repeated failures, and a login deadline.
+
+Guessing in parallel does not help (security audit finding 11): a check
+counts against its address's lockout from the moment it *starts* (a
+reservation, settled when it ends), so 40 parallel connections get no more
+guesses than one; at most ``shell.maxPendingLoginsPerIp`` connections from
+one address may be logging in at once; and :class:`CheckLimiter` runs at
+most ``shell.maxConcurrentChecks`` PBKDF2 checks at a time, server-wide,
+with a bounded queue, so the threadpool (shared with DNS and MP4 finishing)
+is never saturated by password guesses.  Every refusal is counted in
+:data:`mediasrv.core.limits.REFUSALS`.  User names are logged through
+:func:`mediasrv.core.names.safe_text` (no forged log lines).
 """
 
 from __future__ import annotations
@@ -40,6 +51,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mediasrv.core.limits import (
+    REFUSALS,
+    SHELL_CONCURRENT_CHECKS,
+    SHELL_LOCKOUT,
+    SHELL_PENDING_LOGINS_PER_IP,
+)
+from mediasrv.core.names import safe_text
 from mediasrv.hooks.zlm import decode_reply
 
 if TYPE_CHECKING:
@@ -59,6 +77,70 @@ Runner = Callable[..., "defer.Deferred[Any]"]
 
 def _sync_runner(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
     return defer.maybeDeferred(fn, *args)
+
+
+class LoginBusy(error.UnauthorizedLogin):
+    """Too many password checks are waiting: the login is refused without
+    being checked (and without counting as the address's failure)."""
+
+
+class CheckLimiter:
+    """A :data:`Runner` that runs at most ``size`` blocking checks at once.
+
+    Further checks wait in line, at most ``max_waiting`` of them; beyond
+    that a check fails at once with :class:`LoginBusy`.  A slot is freed
+    only when its check has really finished: a client that disconnects
+    mid-check does not free the CPU its thread is still using.
+    """
+
+    def __init__(self, run: Runner, size: int, max_waiting: int | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, not {size}")
+        self.run = run
+        self.size = size
+        self.max_waiting = 8 * size if max_waiting is None else max_waiting
+        self.running = 0
+        self._waiting: deque[tuple[defer.Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        if self.running < self.size:
+            result: defer.Deferred[Any] = defer.Deferred()
+            self._start(result, fn, args)
+            return result
+        if len(self._waiting) >= self.max_waiting:
+            REFUSALS.count(SHELL_CONCURRENT_CHECKS)
+            log.warn("shell: {n} password checks running and {w} waiting; login refused unchecked",
+                     n=self.running, w=len(self._waiting))
+            return defer.fail(LoginBusy("server busy checking passwords; try again later"))
+
+        def forget(d: defer.Deferred[Any]) -> None:  # cancelled while waiting: leave the line
+            for item in self._waiting:
+                if item[0] is d:
+                    self._waiting.remove(item)
+                    break
+
+        waiting: defer.Deferred[Any] = defer.Deferred(forget)
+        self._waiting.append((waiting, fn, args))
+        return waiting
+
+    def _start(self, result: defer.Deferred[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.running += 1
+        work = self.run(fn, *args)
+
+        def done(outcome: Any) -> None:
+            self.running -= 1
+            if result.called:  # a cancelled login ignores the outcome
+                pass
+            elif isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+            while self._waiting and self.running < self.size:
+                nxt, nfn, nargs = self._waiting.popleft()
+                if not nxt.called:
+                    self._start(nxt, nfn, nargs)
+
+        work.addBoth(done)
 
 
 # -- password hashes ---------------------------------------------------------------------------
@@ -220,13 +302,21 @@ class ShellChecker:
 # -- attempt limits ---------------------------------------------------------------------------------
 class LoginLimiter:
     """Failures per address in a sliding window; past ``max_failures`` the
-    address is refused without its credentials being checked."""
+    address is refused without its credentials being checked.
+
+    A check in progress counts as a failure until it ends (:meth:`begin` /
+    :meth:`end`), so parallel connections cannot start more checks than the
+    lockout allows.  :meth:`open_login`/:meth:`close_login` count the
+    connections of each address that are logging in.
+    """
 
     def __init__(self, clock: IReactorTime, max_failures: int = 10, window: float = 600.0) -> None:
         self.clock = clock
         self.max_failures = max_failures
         self.window = window
         self._failures: dict[str, deque[float]] = {}
+        self._in_flight: dict[str, int] = {}
+        self._logging_in: dict[str, int] = {}
 
     def _recent(self, ip: str) -> deque[float]:
         q = self._failures.setdefault(ip, deque())
@@ -239,13 +329,51 @@ class LoginLimiter:
         q = self._recent(ip)
         if not q:
             self._failures.pop(ip, None)
-        return len(q) >= self.max_failures
+        return len(q) + self._in_flight.get(ip, 0) >= self.max_failures
+
+    def begin(self, ip: str) -> bool:
+        """Reserve a check for ``ip``; False (and counted) when it is locked out."""
+        if self.blocked(ip):
+            REFUSALS.count(SHELL_LOCKOUT)
+            return False
+        self._in_flight[ip] = self._in_flight.get(ip, 0) + 1
+        return True
+
+    def end(self, ip: str, ok: bool | None) -> None:
+        """Settle a reservation: True succeeded, False failed, None neither
+        (the check never ran: the server was busy)."""
+        n = self._in_flight.get(ip, 0) - 1
+        if n > 0:
+            self._in_flight[ip] = n
+        else:
+            self._in_flight.pop(ip, None)
+        if ok is True:
+            self.succeeded(ip)
+        elif ok is False:
+            self.failed(ip)
 
     def failed(self, ip: str) -> None:
         self._recent(ip).append(self.clock.seconds())
 
     def succeeded(self, ip: str) -> None:
         self._failures.pop(ip, None)
+
+    def open_login(self, ip: str, limit: int) -> bool:
+        """One more connection of ``ip`` is logging in; False (and counted)
+        when ``limit`` are already."""
+        n = self._logging_in.get(ip, 0)
+        if n >= limit:
+            REFUSALS.count(SHELL_PENDING_LOGINS_PER_IP)
+            return False
+        self._logging_in[ip] = n + 1
+        return True
+
+    def close_login(self, ip: str) -> None:
+        n = self._logging_in.get(ip, 0) - 1
+        if n > 0:
+            self._logging_in[ip] = n
+        else:
+            self._logging_in.pop(ip, None)
 
 
 class ShellLoginProtocol(telnet.AuthenticatingTelnetProtocol):
@@ -270,6 +398,8 @@ class ShellLoginProtocol(telnet.AuthenticatingTelnetProtocol):
         self.session: SessionInfo | None = None
         self._timers: list[IDelayedCall] = []
         self._pending: defer.Deferred[Any] | None = None
+        self._logging_in = False  # counted in limiter.open_login
+        self._checking = False  # a check reserved with limiter.begin is running
 
     # -- connection --------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -278,15 +408,33 @@ class ShellLoginProtocol(telnet.AuthenticatingTelnetProtocol):
         self.session = s = self.core.sessions.open("shell", getattr(peer, "host", ""), getattr(peer, "port", 0),
                                                    getattr(host, "port", 0), self.core.clock.seconds())
         s.closer = self.kick
+        limit = self.core.config.shell.maxPendingLoginsPerIp
+        if not self.limiter.open_login(s.peer_ip, limit):
+            log.warn("shell connection from {ip} refused: {n} logins from that address already"
+                     " (shell.maxPendingLoginsPerIp)", ip=s.peer_ip, n=limit)
+            self.transport.write(b"too many logins from your address; try again later\n")
+            self.transport.loseConnection()
+            return
+        self._logging_in = True
         self.transport.write(b"mediasrv admin shell\n")
         self._later(self.LOGIN_SECONDS, self._login_timeout)
         super().connectionMade()
 
+    def _done_logging_in(self) -> None:
+        if self._logging_in and self.session is not None:
+            self._logging_in = False
+            self.limiter.close_login(self.session.peer_ip)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timers()
+        self._done_logging_in()
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.cancel()
+        if self._checking and self.session is not None:
+            # the client left mid-check: the guess was made, it counts
+            self._checking = False
+            self.limiter.end(self.session.peer_ip, False)
         try:
             super().connectionLost(reason)
         finally:
@@ -350,22 +498,29 @@ class ShellLoginProtocol(telnet.AuthenticatingTelnetProtocol):
         s = self.session
         assert s is not None
         self.attempts += 1
-        if self.limiter.blocked(s.peer_ip):
+        if not self.limiter.begin(s.peer_ip):
             log.warn("shell login from {ip} refused: too many failures from that address", ip=s.peer_ip)
             self._failed(Failure(error.UnauthorizedLogin("address locked out")), username)
             return
+        self._checking = True
         creds = ShellCredentials(username, password, s.peer_ip, s.peer_port, s.id)
         self._pending = d = self.portal.login(creds, self, telnet.ITelnetProtocol)
         d.addCallback(self._ok, username)
         d.addErrback(self._failed, username)
 
+    def _settle(self, ok: bool | None) -> None:
+        if self._checking and self.session is not None:
+            self._checking = False
+            self.limiter.end(self.session.peer_ip, ok)
+
     def _ok(self, ial: Any, username: bytes) -> None:
         self._pending = None
         assert self.session is not None
-        self.limiter.succeeded(self.session.peer_ip)
+        self._settle(True)
+        self._done_logging_in()
         self._cancel_timers()
         self.session.params = "user=" + _text(username)
-        log.info("shell login: {user} from {ip}:{port} (session {sid})", user=_text(username),
+        log.info("shell login: {user} from {ip}:{port} (session {sid})", user=safe_text(_text(username), 64),
                  ip=self.session.peer_ip, port=self.session.peer_port, sid=self.session.id)
         self._cbLogin(ial)
 
@@ -376,8 +531,12 @@ class ShellLoginProtocol(telnet.AuthenticatingTelnetProtocol):
         assert self.session is not None
         if not failure.check(error.UnauthorizedLogin, error.UnhandledCredentials):
             log.failure("shell login check failed", failure)
-        self.limiter.failed(self.session.peer_ip)
-        log.warn("shell login failed: {user} from {ip}:{port} (attempt {n}): {why}", user=_text(username),
+        if self._checking:
+            self._settle(None if failure.check(LoginBusy) else False)
+        else:
+            self.limiter.failed(self.session.peer_ip)  # locked out: another failure extends the lockout
+        log.warn("shell login failed: {user} from {ip}:{port} (attempt {n}): {why}",
+                 user=safe_text(_text(username), 64),
                  ip=self.session.peer_ip, port=self.session.peer_port, n=self.attempts,
                  why=failure.getErrorMessage())
         self._later(self.rng(*self.FAIL_DELAY), self._tell_failure)

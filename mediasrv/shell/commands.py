@@ -6,6 +6,12 @@ home/end), history (up/down) and Tab completion work in a real ``telnet``
 client.  Commands dispatch by name to ``cmd_<name>``.  Everything is read
 from the same session table, stream registry and hook service as the HTTP
 APIs and ``/metrics``.
+
+Stream names, parameters and user names come from clients: everything the
+shell prints goes through :func:`mediasrv.core.names.safe_text`, so control
+characters (ESC, CSI/OSC sequences, CR, BEL ...) show as ``\x1b``-style
+escapes instead of acting on the operator's terminal (security audit
+finding 15).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from twisted.logger import Logger
 
 from mediasrv import __version__
 from mediasrv.config import ConfigError
+from mediasrv.core.names import safe_text
 from mediasrv.core.sessions import Role, SessionInfo
 from mediasrv.core.stream import Stream
 from mediasrv.hooks.service import hooks_configured
@@ -36,6 +43,7 @@ log = Logger()
 
 CTRL_C, CTRL_D, CTRL_L, CTRL_A, CTRL_E, CTRL_U = b"\x03", b"\x04", b"\x0c", b"\x01", b"\x05", b"\x15"
 SECRET_KEYS = frozenset({"api.secret", "api.nimble_token", "shell.users"})
+CELL_LIMIT = 200  # characters of one table cell
 
 HELP = [
     ("help", "this list"),
@@ -74,8 +82,10 @@ def human_age(seconds: float) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> list[str]:
-    """Rows as aligned text columns; columns in ``right`` are right-aligned."""
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """Rows as aligned text columns; columns in ``right`` are right-aligned.
+    Cells are shown through :func:`safe_text` (one line, no control characters)."""
+    cells = [[str(c) for c in headers]] + [["" if c is None else safe_text(c, CELL_LIMIT) for c in row]
+                                           for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for n, row in enumerate(cells):
@@ -201,8 +211,8 @@ class AdminShell(recvline.HistoricRecvLine):
 
     def initializeScreen(self) -> None:
         # no terminal reset: the operator keeps the scrollback
-        self.terminal.write(f"mediasrv {__version__} -- logged in as {self.user}; 'help' lists commands"
-                            .encode())
+        self.terminal.write(f"mediasrv {__version__} -- logged in as {safe_text(self.user, 64)}; 'help' lists"
+                            " commands".encode())
         self.terminal.nextLine()
         self.terminal.write(self.ps[self.pn])
         self.setInsertMode()
@@ -257,7 +267,8 @@ class AdminShell(recvline.HistoricRecvLine):
             options = list(self.core.config.as_flat_dict())
         else:
             options = []
-        hits = sorted({o for o in options if o.startswith(prefix)})
+        # only names that are safe to type back into the terminal complete
+        hits = sorted({o for o in options if o.startswith(prefix) and safe_text(o, 0) == o})
         if not hits:
             self.terminal.write(b"\a")
             return
@@ -275,7 +286,8 @@ class AdminShell(recvline.HistoricRecvLine):
     def out(self, *lines: str) -> None:
         for block in lines:
             for line in block.split("\n"):
-                self.terminal.write(line.encode("utf-8", "replace"))
+                # cells were escaped by table(): only control characters left in our own text
+                self.terminal.write(safe_text(line, 0, backslashes=False).encode("utf-8", "replace"))
                 self.terminal.nextLine()
 
     def lineReceived(self, line: bytes) -> None:
@@ -369,7 +381,7 @@ class AdminShell(recvline.HistoricRecvLine):
         for s in hits:
             readers = len(stream_players(self.core, s))
             self.core.registry.close_stream(s.key, f"closed from the shell by {self.user}")
-            self.out(f"closed {s.key.app}/{s.key.stream} ({readers} player(s) disconnected)")
+            self.out(f"closed {safe_text(s.key.app)}/{safe_text(s.key.stream)} ({readers} player(s) disconnected)")
 
     def cmd_config(self, args: list[str], text: str = "") -> None:
         if not args or args[0] not in ("get", "set"):
@@ -415,7 +427,7 @@ class AdminShell(recvline.HistoricRecvLine):
                 self.out(f"{c.key} changed ({'restart needed' if c.restart else 'applied live'})")
             else:
                 self.out(c.describe())
-        log.info("shell: {user} set {key}", user=self.user, key=key)
+        log.info("shell: {user} set {key}", user=safe_text(self.user, 64), key=key)
 
     def cmd_stats(self, args: list[str]) -> None:
         core = self.core

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mediasrv.config import Config, ConfigError, with_value
+from mediasrv.config import Config, ConfigError, cross_checks, with_value
 from mediasrv.hooks.oclp import OclpDialect
 from mediasrv.hooks.service import hooks_configured
 
@@ -31,6 +31,7 @@ RESTART_KEYS = frozenset({
     "hook.on_server_keepalive", "hook.outbox_max_bytes", "hook.outbox_max_age", "hook.outbox_connections",
     *(f"{section}.{key}" for section in ("hook", "http_hooks", "notify", "oclp")
       for key in ("ssl_verify", "ssl_ca_file")),
+    "hook.on_server_keepalive", "shell.maxConcurrentChecks",
 })
 HOOK_SECTIONS = ("hook", "http_hooks", "notify", "oclp")
 NEW_STREAMS = ("protocol.", "hls.", "record.", "general.maxGopCacheBytes", "general.enableVhost")
@@ -53,6 +54,7 @@ class Change:
 
 def validate(cfg: Config) -> None:
     """Checks beyond one key's type (raise ConfigError)."""
+    cross_checks(cfg)
     OclpDialect(cfg)  # parses every oclp_* value
     from mediasrv.shell.auth import parse_users
 

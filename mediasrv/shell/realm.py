@@ -17,15 +17,26 @@ from twisted.conch.insults import insults
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import threads
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mediasrv.config import ConfigError
-from mediasrv.shell.auth import LoginLimiter, Runner, ShellChecker, ShellLoginProtocol, _sync_runner, parse_users
+from mediasrv.shell.auth import (
+    CheckLimiter,
+    LoginLimiter,
+    Runner,
+    ShellChecker,
+    ShellLoginProtocol,
+    _sync_runner,
+    parse_users,
+)
 from mediasrv.shell.commands import AdminShell
 
 if TYPE_CHECKING:
     from mediasrv.core.context import Core
+
+log = Logger()
 
 
 class ShellBootstrap(telnet.TelnetBootstrapProtocol):
@@ -81,6 +92,26 @@ class ShellRealm:
         return telnet.ITelnetProtocol, avatar, lambda: None
 
 
+class ShellTelnetTransport(telnet.TelnetTransport):
+    """Twisted's telnet transport, with bad telnet commands treated as bad
+    input: ``TelnetTransport`` raises ``ValueError("Stumped", byte)`` for an
+    unknown command after IAC, which the reactor would log as an unhandled
+    error with a traceback (one per hostile connection); here it is one log
+    line and the connection is dropped."""
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            super().dataReceived(data)
+        except ValueError as e:
+            if e.args[:1] != ("Stumped",):
+                raise
+            peer = self.transport.getPeer() if self.transport is not None else None
+            log.warn("shell connection from {ip}: unknown telnet command {cmd!r} after IAC; closing",
+                     ip=getattr(peer, "host", "?"), cmd=e.args[1] if len(e.args) > 1 else b"")
+            if self.transport is not None:
+                self.transport.abortConnection()  # type: ignore[attr-defined]  # a TCP transport
+
+
 class ShellFactory(Factory):
     """Builds one telnet connection per client.  ``python_enabled`` is read
     from the configuration once, at start-up: the manhole cannot be switched
@@ -99,12 +130,13 @@ class ShellFactory(Factory):
                     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
             else:
                 run = _sync_runner
-        self.checker = ShellChecker(core, run)
+        self.checks = CheckLimiter(run, core.config.shell.maxConcurrentChecks)
+        self.checker = ShellChecker(core, self.checks)
         self.limiter = LoginLimiter(core.clock)
         self.realm = ShellRealm(core, core.config.shell.python, core.clock.seconds(), namespace)
         self.portal = Portal(self.realm, [self.checker])
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        proto = telnet.TelnetTransport(ShellLoginProtocol, self.portal, self.core, self.limiter)
+        proto = ShellTelnetTransport(ShellLoginProtocol, self.portal, self.core, self.limiter)
         proto.factory = self
         return proto

@@ -359,3 +359,67 @@ def test_round_trip(values: list[Any]) -> None:
     decoded = decode_all(data)
     assert decoded == values
     assert encode(*decoded) == data
+
+
+# -- the reference bomb (security audit finding 1) ----------------------------
+
+
+def test_the_audit_reference_bomb_is_refused_at_once() -> None:
+    import time
+
+    from mediasrv.codec.amf0 import DEFAULT_MAX_EXPANSION, AmfExpansionError
+    from tests.support.hostile import amf_reference_bomb
+
+    data = amf_reference_bomb(21)
+    assert len(data) == 484  # the audit's message, byte for byte in size
+    t0 = time.perf_counter()
+    with pytest.raises(AmfExpansionError, match=f"more than {DEFAULT_MAX_EXPANSION} bytes"):
+        decode_all(data)
+    assert time.perf_counter() - t0 < 0.05
+    # every extra 21 bytes doubled the cost before; now the cost is flat
+    t0 = time.perf_counter()
+    with pytest.raises(AmfExpansionError):
+        decode_all(amf_reference_bomb(400))
+    assert time.perf_counter() - t0 < 0.05
+
+
+@pytest.mark.parametrize("k", range(0, 24))
+def test_what_decodes_re_encodes_within_the_budget(k: int) -> None:
+    from mediasrv.codec.amf0 import DEFAULT_MAX_EXPANSION, AmfExpansionError
+    from tests.support.hostile import amf_reference_bomb
+
+    data = amf_reference_bomb(k)
+    try:
+        values = decode_all(data)
+    except AmfExpansionError:
+        if k <= 14:  # refused only when it really blows up (measured without a budget)
+            full = encode(*decode_all(data, max_expansion=1 << 40))
+            assert len(full) - len(data) > DEFAULT_MAX_EXPANSION
+        return
+    assert len(encode(*values)) <= len(data) + DEFAULT_MAX_EXPANSION
+    assert values[:2] == ["@setDataFrame", "onMetaData"]
+    meta = values[2]
+    assert meta["o0"] == {"x": "y"}
+    if k:
+        assert meta[f"o{k}"]["a"] is meta[f"o{k}"]["b"] is meta[f"o{k - 1}"]  # no copies
+
+
+def test_the_expansion_accounting_is_exact_and_per_message() -> None:
+    from mediasrv.codec.amf0 import AmfExpansionError
+
+    # [ {a: "xyz"}, ref 1, ref 1 ]: object 1 is 13 bytes, each 3-byte ref adds 10
+    obj = b"\x03\x00\x01a\x02\x00\x03xyz\x00\x00\x09"
+    data = b"\x0a\x00\x00\x00\x03" + obj + b"\x07\x00\x01\x07\x00\x01"
+    values = decode_all(data, max_expansion=20)
+    assert len(encode(*values)) == len(data) + 20
+    with pytest.raises(AmfExpansionError):
+        decode_all(data, max_expansion=19)
+    # nested: a container holding references carries their expansion when referred to
+    outer = b"\x0a\x00\x00\x00\x02" + b"\x0a\x00\x00\x00\x02" + obj + b"\x07\x00\x02" + b"\x07\x00\x01"
+    values = decode_all(outer, max_expansion=1000)
+    # [ [obj, ref 2], ref 1 ]: ref 2 adds 10; the inner array (21 bytes + 10) then adds 31 - 3
+    assert len(encode(*values)) == len(outer) + 10 + 28
+    # one budget per decode_all call: the same message decodes again
+    assert decode_all(data, max_expansion=20) == decode_all(data, max_expansion=20)
+    with pytest.raises(ValueError):
+        decode_all(data, max_expansion=-1)

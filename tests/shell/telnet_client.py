@@ -19,8 +19,10 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[cE78]")
 
 
 class TelnetClient:
-    def __init__(self, host: str, port: int, timeout: float = 10.0, width: int = 160, height: int = 48) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, width: int = 160, height: int = 48,
+                 source: str | None = None) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.size = (width, height)
         self.raw = bytearray()  # application data as received (escape sequences included)
