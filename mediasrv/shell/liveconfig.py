@@ -31,7 +31,7 @@ RESTART_KEYS = frozenset({
     "hook.on_server_keepalive", "hook.outbox_max_bytes", "hook.outbox_max_age", "hook.outbox_connections",
     *(f"{section}.{key}" for section in ("hook", "http_hooks", "notify", "oclp")
       for key in ("ssl_verify", "ssl_ca_file")),
-    "hook.on_server_keepalive", "shell.maxConcurrentChecks",
+    "shell.maxConcurrentChecks",
 })
 HOOK_SECTIONS = ("hook", "http_hooks", "notify", "oclp")
 NEW_STREAMS = ("protocol.", "hls.", "record.", "general.maxGopCacheBytes", "general.enableVhost")
