@@ -13,8 +13,10 @@ For each N (default 100 1000 2400) and each configuration (server x protocol x s
    (``--live-encode`` encodes testsrc2 live instead); ffmpeg's ``-progress`` output is read every 0.2 s;
 3. waits ``--warmup`` seconds, samples the measured process's RSS (the "publisher only" baseline), and runs
    ``bench/loadclient.py`` (one process) for N players over RTMP or HTTP-FLV: connect at ``--rate``/s,
-   then ``--settle`` s, then a ``--window`` s measuring window during which ``--late-joiners`` more players
-   join one by one (time to first media *under load*);
+   then ``--settle`` s and on until the players' backlog is drained (their mean rate over 1 s is at most
+   105 % of the stream's over 2 s; at most ``--max-settle`` s after the ramp; the "settle s" column), then a
+   ``--window`` s measuring window during which ``--late-joiners`` more players join one by one (time to
+   first media *under load*);
 4. stops the publisher and the server, and derives the figures below.
 
 nginx-rtmp has no HTTP-FLV (that is the separate nginx-http-flv module, not in Debian), so HTTP-FLV rows
@@ -434,6 +436,8 @@ def run_one(n: int, cfg: Config, args: argparse.Namespace, clip: Path | None, ta
         time.sleep(0.5)
         srv = psutil.Process(server.pid)
         rss_base = srv.memory_info().rss
+        now = time.monotonic()
+        expect_mbps = (publisher.at(now)[0] - publisher.at(now - 3)[0]) * 8 / 3 / 1e6
         if args.profile and cfg.server == "mediasrv":
             profiler = start_profile(server.pid, n / args.rate + args.settle + 2, args.window - 3, profile_out)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -441,9 +445,10 @@ def run_one(n: int, cfg: Config, args: argparse.Namespace, clip: Path | None, ta
                              "-n", str(n), "--rate", str(args.rate), "--settle", str(args.settle),
                              "--window", str(args.window), "--tick-ms", str(args.tick_ms),
                              "--late-joiners", str(args.late_joiners), "--server-pid", str(server.pid),
+                             "--expect-mbps", f"{expect_mbps:.4f}", "--max-settle", str(args.max_settle),
                              "--publisher-pid", str(publisher.proc.pid)],
                             capture_output=True, text=True, env=env,
-                            timeout=n / args.rate + args.settle + args.window + 180)
+                            timeout=n / args.rate + args.max_settle + args.window + 180)
         if lc.returncode != 0:
             raise RuntimeError(f"loadclient failed ({lc.returncode}): {lc.stderr}")
         res = json.loads(lc.stdout)
@@ -508,6 +513,8 @@ def run_one(n: int, cfg: Config, args: argparse.Namespace, clip: Path | None, ta
         "late_ttfk_median_ms": late["ttfk_ms"]["median"],
         "late_ttfk_p95_ms": late["ttfk_ms"]["p95"],
         "ramp_s": res["ramp_s"],
+        "settle_s": res["settle_s"],
+        "catchup_mbps_per_player": res["catchup_mbps_per_player"],
         "rss_base_mb": rss_base / 2**20,
         "rss_end_mb": s1["rss"] / 2**20,
         "rss_per_player_kib": (s1["rss"] - rss_base) / n / 1024,
@@ -559,9 +566,9 @@ def client_bound(r: dict[str, Any]) -> bool:
 # -- the table ------------------------------------------------------------------------------------------------
 HEADER = ("| N | server, protocol | reached media | keep up (≥95 %) | player 0 video fps | delivered Gbit/s "
           "| server CPU s / window (util) | server CPU-s per Gbit | × nginx-rtmp | × mediasrv RTMP "
-          "| TTFM ramp median / p95 ms | TTFM under load median / p95 ms | first keyframe under load median ms "
+          "| settle s | TTFM ramp median / p95 ms | TTFM under load median / p95 ms | first keyframe under load median ms "
           "| RSS/player KiB | client CPU s | other CPU s | load avg |\n"
-          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -580,7 +587,7 @@ def ratio_to(r: dict[str, Any], rows: list[dict[str, Any]], config: str) -> floa
 def table_row(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     n = r["players"]
     if "skipped" in r:
-        return f"| {n} | {r['config']} | skipped: {r['skipped']} |" + " |" * 14
+        return f"| {n} | {r['config']} | skipped: {r['skipped']} |" + " |" * 15
     note = " (client-bound)" if client_bound(r) else ""
     v = r.get("verify_player0_per_s") or {}
     rtmp_twin = r["config"].replace("HTTP-FLV", "RTMP")
@@ -589,7 +596,7 @@ def table_row(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"| {r['server_cpu_s']:.1f} / {r['window_s']:.0f} s ({r['server_cpu_util'] * 100:.0f} %) "
             f"| {fmt(r['server_cpu_s_per_gbit'], '.3f')} | {fmt(ratio_to(r, rows, 'nginx-rtmp RTMP'), '.2f')} "
             f"| {fmt(ratio_to(r, rows, rtmp_twin) if r['server'] == 'mediasrv' else None, '.2f')} "
-            f"| {fmt(r['ttfm_median_ms'], '.1f')} / {fmt(r['ttfm_p95_ms'], '.1f')} "
+            f"| {fmt(r.get('settle_s'), '.0f')} | {fmt(r['ttfm_median_ms'], '.1f')} / {fmt(r['ttfm_p95_ms'], '.1f')} "
             f"| {fmt(r['late_ttfm_median_ms'], '.1f')} / {fmt(r['late_ttfm_p95_ms'], '.1f')} "
             f"| {fmt(r['late_ttfk_median_ms'], '.0f')} | {r['rss_per_player_kib']:.1f} "
             f"| {r['client_cpu_window_s']:.1f} | {r['other_cpu_s']:.1f} | {r['loadavg_before'][0]:.2f} |")
@@ -615,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-players", type=int, default=9600, help="upper bound for --until-behind (default 9600)")
     ap.add_argument("--window", type=float, default=20.0, help="measuring window, seconds (default 20)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after all players started (default 3)")
+    ap.add_argument("--max-settle", type=float, default=40.0,
+                    help="most seconds after the ramp to wait for players' backlog to drain (default 40)")
     ap.add_argument("--warmup", type=float, default=4.0, help="seconds of publishing before players (default 4)")
     ap.add_argument("--rate", type=float, default=200.0, help="player connections per second (default 200)")
     ap.add_argument("--late-joiners", type=int, default=20,
