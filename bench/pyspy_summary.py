@@ -17,16 +17,19 @@ from pathlib import Path
 
 # named groups: a sample belongs to the group when any frame on its stack matches the pattern
 GROUPS = [
-    ("socket send (writeSomeData / direct send)", r"^(send|sendmsg|writeSomeData) "),
-    ("socket recv (doRead)", r"^doRead \(twisted/internet/tcp.py"),
-    ("fan-out: Stream.write and below", r"^write \(mediasrv/core/stream.py"),
-    ("Twisted FileDescriptor.write/writeSequence", r"^(write|writeSequence) \(twisted/internet/abstract.py"),
-    ("EPollReactor.addWriter (epoll_ctl +EPOLLOUT)", r"^addWriter \(twisted/internet/epollreactor.py"),
-    ("EPollReactor.removeWriter (epoll_ctl -EPOLLOUT)", r"^removeWriter \(twisted/internet/epollreactor.py"),
-    ("doWrite (writable-event dispatch)", r"^doWrite \(twisted/internet/abstract.py"),
-    ("RTMP publisher parsing (ChunkReader.feed)", r"^feed \(mediasrv/rtmp/chunks.py"),
-    ("HTTP chunked framing (http.Request.write)", r"^write \(twisted/web/http.py"),
+    ("socket send (Connection.writeSomeData)", r"Connection\.writeSomeData \("),
+    ("readable-event dispatch: Connection.doRead and below (the publisher read, so the fan-out too)",
+     r"Connection\.doRead \(twisted/internet/tcp\.py"),
+    ("RTMP publisher parsing (ChunkReader.feed)", r"ChunkReader\.feed \("),
+    ("fan-out: Stream.write and everything below it", r"Stream\.write \(mediasrv/core/stream\.py"),
+    ("  of which FileDescriptor.write/writeSequence", r"FileDescriptor\.(write|writeSequence) \("),
+    ("  of which EPollReactor.addWriter (epoll_ctl +EPOLLOUT)", r"EPollReactor\.addWriter \("),
+    ("HTTP chunked framing (http.Request.write)", r"Request\.write \(twisted/web/http\.py"),
+    ("writable-event dispatch: FileDescriptor.doWrite and below", r"FileDescriptor\.doWrite \("),
+    ("  of which EPollReactor.removeWriter (epoll_ctl -EPOLLOUT)", r"EPollReactor\.removeWriter \("),
 ]
+# self time (leaf frame) of Twisted's per-event wrappers around every readable/writable event
+WRAPPERS = r"(callWithLogger|callWithContext|_doReadOrWrite|EPollReactor\.doPoll|ContextTracker\.getContext) \("
 
 
 def load(path: Path) -> Counter[tuple[str, ...]]:
@@ -56,6 +59,9 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int = 25) -> str:
         rx = re.compile(pattern)
         n = sum(c for frames, c in stacks.items() if any(rx.search(f) for f in frames))
         out.append(f"  {100 * n / total:5.1f} %  {name}")
+    wrappers = sum(c for frames, c in stacks.items() if re.search(WRAPPERS, frames[-1]))
+    out.append(f"  {100 * wrappers / total:5.1f} %  self time of Twisted's per-event wrappers (callWithLogger, "
+               "callWithContext, _doReadOrWrite, doPoll)")
     out += ["", f"top {top} inclusive:"]
     out += [f"  {100 * n / total:5.1f} %  {f}" for f, n in inclusive.most_common(top)]
     out += ["", f"top {top} self (leaf):"]
