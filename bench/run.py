@@ -377,23 +377,31 @@ class Config:
     server: str  # "mediasrv" | "nginx-rtmp"
     protocol: str  # "rtmp" | "flv"
     sets: list[str] = field(default_factory=list)
+    root: Path = ROOT  # the mediasrv checkout
+    variant: str = ""  # name of a checkout given with --also-mediasrv
 
     @property
     def label(self) -> str:
         proto = {"rtmp": "RTMP", "flv": "HTTP-FLV"}[self.protocol]
         extra = "".join(f" {s.split('.', 1)[-1]}" for s in self.sets if "mergeWriteMS" in s)
-        return f"{self.server} {proto}{extra}"
+        name = f"{self.server}[{self.variant}]" if self.variant else self.server
+        return f"{name} {proto}{extra}"
 
 
 def configurations(args: argparse.Namespace) -> list[Config]:
     out: list[Config] = []
     if "nginx" in args.servers:
         out.append(Config("nginx-rtmp", "rtmp"))
-    if "mediasrv" in args.servers:
+    roots = [("", args.mediasrv_root)] if "mediasrv" in args.servers else []
+    for spec in args.also_mediasrv:
+        name, _, path = spec.partition("=")
+        roots.append((name, Path(path).resolve()))
+    for variant, root in roots:
         for proto in args.protocols:
-            out.append(Config("mediasrv", proto, list(args.set)))
+            out.append(Config("mediasrv", proto, list(args.set), root, variant))
             if args.merge_write_ms is not None:
-                out.append(Config("mediasrv", proto, [*args.set, f"general.mergeWriteMS={args.merge_write_ms}"]))
+                out.append(Config("mediasrv", proto, [*args.set, f"general.mergeWriteMS={args.merge_write_ms}"],
+                                  root, variant))
     return out
 
 
@@ -422,7 +430,7 @@ def start_profile(pid: int, delay: float, seconds: float, out: Path) -> threadin
 
 def run_one(n: int, cfg: Config, args: argparse.Namespace, clip: Path | None, tag: str) -> dict[str, Any]:
     load_before = os.getloadavg()
-    server: Mediasrv | NginxRtmp = (Mediasrv(n, cfg.sets, tag, args.mediasrv_root) if cfg.server == "mediasrv"
+    server: Mediasrv | NginxRtmp = (Mediasrv(n, cfg.sets, tag, cfg.root) if cfg.server == "mediasrv"
                                     else NginxRtmp(n, tag))
     publisher: Publisher | None = None
     profile_out = RESULTS / f"profile-{tag}.txt"
@@ -483,6 +491,7 @@ def run_one(n: int, cfg: Config, args: argparse.Namespace, clip: Path | None, ta
         "server": cfg.server,
         "protocol": cfg.protocol,
         "sets": cfg.sets,
+        "mediasrv_root": str(cfg.root) if cfg.server == "mediasrv" else None,
         "reached_media": res["reached_media"],
         "alive_at_end": res["alive_at_end"],
         "errors": res["errors"],
@@ -636,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy profile of mediasrv during each window")
     ap.add_argument("--mediasrv-root", type=Path, default=ROOT,
                     help="run mediasrv from this checkout (default: this repository), e.g. a worktree of main")
+    ap.add_argument("--also-mediasrv", action="append", default=[], metavar="NAME=PATH",
+                    help="also run mediasrv from the checkout PATH, labelled mediasrv[NAME] (repeatable): "
+                         "before/after in one run")
     ap.add_argument("--set", action="append", default=[], metavar="K=V", help="extra mediasrv --set (repeatable)")
     ap.add_argument("--out", help="JSON output file (default bench/results/run-<time>.json)")
     ap.add_argument("--table", metavar="JSON", help="only print the Markdown table of a saved result file")
@@ -664,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     rejected: set[str] = set()
 
     def run(n: int, cfg: Config, k: int) -> dict[str, Any]:
-        tag = f"{out.stem}-{cfg.label.replace(' ', '_').replace('=', '')}-{n}-{k + 1}"
+        tag = f"{out.stem}-{cfg.label.replace(' ', '_').replace('=', '').replace('[', '_').replace(']', '')}-{n}-{k + 1}"
         if cfg.label in rejected:
             row = {"players": n, "config": cfg.label, "server": cfg.server, "skipped": "config rejected"}
         else:
