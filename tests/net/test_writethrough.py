@@ -157,7 +157,8 @@ def numbered(i: int) -> bytes:
 
 @pytest_twisted.ensureDeferred
 async def test_small_writes_go_out_at_once_without_the_reactor() -> None:
-    async with connection() as (t, _proto, client):
+    # buffers far larger than the ~14 KB written, so a busy machine's late ACKs cannot fill the socket
+    async with connection(rcvbuf=1 << 20, sndbuf=1 << 20) as (t, _proto, client):
         assert t.getTcpNoDelay()
         expected = []
         for i in range(1000):
