@@ -108,20 +108,19 @@ from tests.support.server import free_port, twistd_command, wait_port  # noqa: E
 sys.path.pop(0)
 
 
-def listener_sets(rtmp_port: int, http_port: int) -> list[str]:
+def listener_sets(rtmp_port: int, http_port: int, root: Path = ROOT) -> list[str]:
     """``--set`` values for the listeners: RTMP and HTTP on the given ports, every other listener the
-    embedded defaults know (``[section] port``/``sslport``: RTSP, shell, TLS ...) disabled with 0, so a
-    run never collides with another server on the machine. Keys the defaults lack are never set (an
-    unknown key stops start-up)."""
+    embedded defaults of the checkout ``root`` know (``[section] port``/``sslport``: RTSP, shell, TLS ...)
+    disabled with 0, so a run never collides with another server on the machine. Keys the defaults lack
+    are never set (an unknown key stops start-up)."""
     import configparser
 
-    sys.path.insert(0, str(ROOT))
-    try:
-        from mediasrv._defaults import DEFAULT_INI
-    finally:
-        sys.path.pop(0)
+    default_ini = subprocess.run(  # the checkout's own defaults, read in a fresh interpreter
+        [sys.executable, "-c", "from mediasrv._defaults import DEFAULT_INI; print(DEFAULT_INI)"],
+        capture_output=True, text=True, check=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+    ).stdout
     cp = configparser.ConfigParser(interpolation=None)
-    cp.read_string(DEFAULT_INI)
+    cp.read_string(default_ini)
     sets = ["general.listen_ip=127.0.0.1", f"rtmp.port={rtmp_port}", f"http.port={http_port}"]
     for section in cp.sections():
         for key in ("port", "sslport"):
@@ -262,7 +261,8 @@ class Mediasrv:
         # server runs in bench/results/)
         extra = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), *extra]), PYTHONUNBUFFERED="1")
-        all_sets = [*listener_sets(self.rtmp_port, self.http_port), f"general.maxConnections={n + 64}", *sets]
+        all_sets = [*listener_sets(self.rtmp_port, self.http_port, root), f"general.maxConnections={n + 64}",
+                    *sets]
         cmd = twistd_command() + ["-n", "--pidfile=", f"--logfile={self.log_path}", "mediasrv",
                                   *sum((["--set", s] for s in all_sets), [])]
         with open(self.out_path, "wb") as out_file:
