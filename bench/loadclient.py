@@ -1,19 +1,27 @@
-"""RTMP load client: N simulated players in one process, light enough that the server is the bottleneck.
+"""RTMP / HTTP-FLV load client: N simulated players in one process, light enough that the server is the bottleneck.
 
 One process, one loop over two raw ``select.epoll`` sets, non-blocking sockets; no asyncio, no threads.
 
-Per connection:
+Per RTMP connection (``--url rtmp://host:port/app/stream``):
 
 1. TCP connect (non-blocking), then the plain RTMP handshake (C0+C1, S0+S1+S2, C2) with
    :class:`mediasrv.rtmp.handshake.ClientHandshake`.
 2. ``connect(app=live)`` -> ``createStream`` -> ``play(stream)`` + SetBufferLength, parsing the server's
    replies with :class:`mediasrv.rtmp.chunks.ChunkReader`.
-3. The chunk stream is parsed only until the first *coded frame* arrives (an audio/video message that is
+
+Per HTTP-FLV connection (``--url http://host:port/app/stream.live.flv``): TCP connect, ``GET`` with HTTP/1.1
+(as flv.js and ffmpeg do), the response head parsed, the body de-chunked (``Transfer-Encoding: chunked``)
+and split into FLV tags by :class:`FlvReader`.
+
+Then, for both:
+
+3. The stream is parsed only until the first *coded frame* arrives (an audio/video message that is
    not a sequence header / decoder config). That moment is the player's time to first media, measured from
    the start of its TCP connect.
 4. From then on the connection is in *counting* mode: ``recv_into`` one shared buffer and add the length to
-   a per-connection counter. Nothing is parsed. An RTMP Acknowledgement (a 16-byte message) is written
-   each time the server's Window Acknowledgement Size (2,500,000 bytes) is crossed, as real players do.
+   a per-connection counter. Nothing is parsed. An RTMP player writes an Acknowledgement (a 16-byte
+   message) each time the server's Window Acknowledgement Size (2,500,000 bytes) is crossed, as real
+   players do.
 
 To keep the client's own CPU low, counting connections sit in their own epoll set, drained once per
 ``--tick-ms`` (default 20 ms): one ``recv_into`` per socket per tick, however many frames or writes the
@@ -24,16 +32,24 @@ so the server never sees back-pressure caused by the tick. Player 0 also parses 
 (``--no-verify`` turns that off) and reports video/audio frames per second, as a sanity check that the
 counted bytes are a real, well-formed stream.
 
+*Late joiners* (``--late-joiners K``, issue 12 item 4): K more players join one by one, evenly spread over
+the measuring window, while the N others are playing. Each parses its stream until its first coded frame
+(time to first media under load) and on to its first video *keyframe* (time to first keyframe: when a
+player can show a picture; a server without a GOP cache sends the stream from wherever it is), then
+closes. They are not counted in the window's bytes.
+
 Measurement: connections are opened at ``--rate`` per second; once every connection has reached counting
 mode (or failed, or ``--setup-timeout`` passed), the client waits ``--settle`` seconds, then measures a
 window of ``--window`` seconds: bytes per player, and, with ``--server-pid``, the server's CPU time
-(user+sys) and RSS at both ends of the window (psutil). Its own CPU time is reported too, so a reader
-can see whether the client was the bottleneck. Results go to stdout (or ``--json FILE``) as one JSON
-document; timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC, comparable across processes on Linux).
+(user+sys) and RSS at both ends of the window (psutil, i.e. /proc/PID/stat and /proc/PID/statm). Its own
+CPU time is reported too, so a reader can see whether the client was the bottleneck. Results go to stdout
+(or ``--json FILE``) as one JSON document; timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC,
+comparable across processes on Linux).
 
 Standalone use (server and publisher already running)::
 
     PYTHONPATH=. python bench/loadclient.py --url rtmp://127.0.0.1:1935/live/bench -n 100 --window 20
+    PYTHONPATH=. python bench/loadclient.py --url http://127.0.0.1:8080/live/bench.live.flv -n 100
 """
 
 from __future__ import annotations
@@ -71,46 +87,145 @@ _EPOLLOUT = select.EPOLLOUT
 _EPOLLERR = select.EPOLLERR | select.EPOLLHUP
 
 
-def is_coded_frame(msg: RtmpMessage) -> bool:
+MediaItem = tuple[int, int, bytes]  # (RTMP/FLV message type, timestamp ms, payload)
+
+
+def is_coded_frame(type_id: int, p: bytes) -> bool:
     """True for an audio/video message that carries a frame, not a sequence header (decoder config)."""
-    p = msg.payload
     if len(p) < 2:
         return False
-    if msg.type_id == m.VIDEO:
+    if type_id == m.VIDEO:
         if p[0] & 0x80:  # enhanced RTMP: low nibble is the packet type; 1 = coded frames, 3 = coded frames X
             return (p[0] & 0x0F) in (1, 3)
         return (p[0] & 0x0F) != 7 or p[1] == 1  # AVC: AVCPacketType 1 = NALUs (0 = config, 2 = end of seq)
-    if msg.type_id == m.AUDIO:
+    if type_id == m.AUDIO:
         return (p[0] >> 4) != 10 or p[1] == 1  # AAC: AACPacketType 1 = raw (0 = AudioSpecificConfig)
     return False
 
 
-class Conn:
-    __slots__ = ("idx", "sock", "fd", "state", "hs", "reader", "t_start", "t_first_media", "rx", "last_ack",
-                 "window", "out", "error", "stream_id", "rx_at_close")
+def is_keyframe(type_id: int, p: bytes) -> bool:
+    """A coded video frame whose FLV frame type is 1 (keyframe)."""
+    return type_id == m.VIDEO and is_coded_frame(type_id, p) and ((p[0] >> 4) & 0x07) == 1
 
-    def __init__(self, idx: int) -> None:
+
+class FlvReader:
+    """Incremental parser of an HTTP-FLV response: status line and headers, ``chunked`` framing (or a plain
+    body), the FLV file header, then tags. ``feed`` returns the complete tags as :data:`MediaItem`."""
+
+    def __init__(self) -> None:
+        self.raw = bytearray()  # bytes not yet de-chunked
+        self.body = bytearray()  # de-chunked FLV bytes not yet parsed
+        self.head_done = False
+        self.chunked = False
+        self.chunk_left = 0  # body bytes left in the current chunk
+        self.need_crlf = False  # the CRLF after a chunk's data
+        self.flv_header_done = False
+
+    def feed(self, data: bytes) -> list[MediaItem]:
+        self.raw += data
+        if not self.head_done:
+            end = self.raw.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.raw) > 16384:
+                    raise ValueError("HTTP response head too long")
+                return []
+            head = bytes(self.raw[:end]).decode("latin-1").split("\r\n")
+            del self.raw[: end + 4]
+            status = head[0].split(" ", 2)
+            if len(status) < 2 or status[1] != "200":
+                raise ValueError(f"HTTP status {head[0]!r}")
+            headers = {k.strip().lower(): v.strip().lower() for k, _, v in (h.partition(":") for h in head[1:])}
+            self.chunked = "chunked" in headers.get("transfer-encoding", "")
+            self.head_done = True
+        if not self.chunked:
+            self.body += self.raw
+            self.raw.clear()
+        else:
+            self.dechunk()
+        return self.tags()
+
+    def dechunk(self) -> None:
+        raw = self.raw
+        while raw:
+            if self.chunk_left:
+                k = min(self.chunk_left, len(raw))
+                self.body += raw[:k]
+                del raw[:k]
+                self.chunk_left -= k
+                if not self.chunk_left:
+                    self.need_crlf = True
+                continue
+            if self.need_crlf:
+                if len(raw) < 2:
+                    return
+                if raw[:2] != b"\r\n":
+                    raise ValueError("bad chunk framing")
+                del raw[:2]
+                self.need_crlf = False
+                continue
+            end = raw.find(b"\r\n")
+            if end < 0:
+                if len(raw) > 1024:
+                    raise ValueError("bad chunk size line")
+                return
+            size = int(bytes(raw[:end]).split(b";")[0], 16)
+            del raw[: end + 2]
+            if size == 0:
+                raise ValueError("the response ended")
+            self.chunk_left = size
+
+    def tags(self) -> list[MediaItem]:
+        b = self.body
+        out: list[MediaItem] = []
+        pos = 0
+        if not self.flv_header_done:
+            if len(b) < 13:
+                return out
+            if b[:3] != b"FLV":
+                raise ValueError("not FLV")
+            pos = 13  # 9-byte header + PreviousTagSize0
+            self.flv_header_done = True
+        while len(b) - pos >= 11:
+            size = int.from_bytes(b[pos + 1: pos + 4], "big")
+            if len(b) - pos < 11 + size + 4:
+                break
+            ts = int.from_bytes(b[pos + 4: pos + 7], "big") | (b[pos + 7] << 24)
+            out.append((b[pos] & 0x1F, ts, bytes(b[pos + 11: pos + 11 + size])))
+            pos += 11 + size + 4
+        del b[:pos]
+        return out
+
+
+class Conn:
+    __slots__ = ("idx", "sock", "fd", "state", "hs", "reader", "flv", "t_start", "t_first_media", "t_first_key",
+                 "rx", "last_ack", "window", "out", "error", "stream_id", "late")
+
+    def __init__(self, idx: int, late: bool = False) -> None:
         self.idx = idx
         self.sock: socket.socket | None = None
         self.fd = -1
         self.state = CONNECTING
         self.hs: ClientHandshake | None = None
         self.reader: ChunkReader | None = None
+        self.flv: FlvReader | None = None
         self.t_start = 0.0
         self.t_first_media = 0.0
-        self.rx = 0  # bytes received on the socket, handshake included
+        self.t_first_key = 0.0
+        self.rx = 0  # bytes received on the socket, handshake / HTTP head included
         self.last_ack = 0  # chunk-stream bytes acknowledged so far
         self.window = DEFAULT_WINDOW_ACK
         self.out = b""  # unsent control bytes (practically always empty)
         self.error = ""
         self.stream_id = 0
+        self.late = late  # a late joiner: parses until its first keyframe, then closes
 
 
 class LoadClient:
     def __init__(self, host: str, port: int, app: str, stream: str, n: int, rate: float, tick: float,
-                 setup_timeout: float) -> None:
+                 setup_timeout: float, http_path: str | None = None) -> None:
         self.host, self.port, self.app, self.stream = host, port, app, stream
         self.tc_url = f"rtmp://{host}:{port}/{app}"
+        self.http_path = http_path  # HTTP-FLV mode when set
         self.n = n
         self.rate = rate
         self.tick = tick
@@ -124,19 +239,27 @@ class LoadClient:
         self.buf = bytearray(RECV_SIZE)
         self.t_ramp0 = 0.0
         self.verify: dict[str, Any] | None = None  # set to a dict to parse player 0's whole stream
+        self.late: list[Conn] = []  # late joiners, opened at late_times
+        self.late_times: list[float] = []
+        self.late_timeout = 10.0
 
-    def verify_count(self, msgs: list[RtmpMessage]) -> None:
+    def schedule_late(self, t0: float, window: float, k: int) -> None:
+        """Open ``k`` late joiners evenly spread over [t0, t0 + window)."""
+        self.late = [Conn(-1 - i, late=True) for i in range(k)]
+        self.late_times = [t0 + (i + 0.5) * window / k for i in range(k)]
+
+    def verify_count(self, items: list[MediaItem]) -> None:
         v = self.verify
         assert v is not None
-        for msg in msgs:
-            if msg.type_id == m.VIDEO:
-                v["video_frames"] += is_coded_frame(msg)
-                v["video_keyframes"] += is_coded_frame(msg) and (msg.payload[0] >> 4) == 1
-                v["video_bytes"] += len(msg.payload)
-                v["last_video_ts"] = msg.timestamp
-            elif msg.type_id == m.AUDIO:
-                v["audio_frames"] += is_coded_frame(msg)
-                v["audio_bytes"] += len(msg.payload)
+        for type_id, ts, payload in items:
+            if type_id == m.VIDEO:
+                v["video_frames"] += is_coded_frame(type_id, payload)
+                v["video_keyframes"] += is_keyframe(type_id, payload)
+                v["video_bytes"] += len(payload)
+                v["last_video_ts"] = ts
+            elif type_id == m.AUDIO:
+                v["audio_frames"] += is_coded_frame(type_id, payload)
+                v["audio_bytes"] += len(payload)
             else:
                 v["other_messages"] += 1
 
@@ -196,9 +319,15 @@ class LoadClient:
             if err:
                 self.close(c, f"connect: {os.strerror(err)}")
                 return
+            self.ep.modify(c.fd, _EPOLLIN)
+            if self.http_path is not None:
+                c.state = CONTROL
+                c.flv = FlvReader()
+                self.send(c, (f"GET {self.http_path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                              f"User-Agent: mediasrv-bench\r\nAccept: */*\r\n\r\n").encode())
+                return
             c.state = HANDSHAKE
             c.hs = ClientHandshake()
-            self.ep.modify(c.fd, _EPOLLIN)
             self.send(c, c.hs.initial_bytes())
             return
         if ev & _EPOLLOUT and c.out:
@@ -219,6 +348,9 @@ class LoadClient:
             return
         c.rx += len(data)
         try:
+            if c.flv is not None:
+                self.on_media_items(c, c.flv.feed(data), now)
+                return
             if c.state == HANDSHAKE:
                 hs = c.hs
                 assert hs is not None
@@ -242,22 +374,47 @@ class LoadClient:
         except (HandshakeError, ValueError) as e:
             self.close(c, f"{type(e).__name__}: {e}")
 
+    def on_media_items(self, c: Conn, items: list[MediaItem], now: float) -> None:
+        """Audio/video messages while setting up: time to first media (and first keyframe for a late
+        joiner); at the first coded frame an ordinary player switches to counting."""
+        for i, (type_id, _ts, payload) in enumerate(items):
+            if c.state == CLOSED or c.state == MEDIA:
+                return
+            if not is_coded_frame(type_id, payload):
+                continue
+            if not c.t_first_media:
+                c.t_first_media = now
+            if c.late:
+                if is_keyframe(type_id, payload):
+                    c.t_first_key = now
+                    self.close(c, "")  # done: not an error
+                continue
+            self.to_counting(c)
+            if c.idx == 0 and self.verify is not None:
+                self.verify_count(items[i:])  # player 0 keeps parsing everything
+            else:
+                c.reader = None  # from here on: count bytes only
+                c.flv = None
+            return
+
+    def to_counting(self, c: Conn) -> None:
+        c.state = MEDIA
+        c.last_ack = 0
+        self.in_setup -= 1
+        self.ep.unregister(c.fd)
+        self.ep_media.register(c.fd, _EPOLLIN)
+        if c.reader is not None:
+            self.ack_if_due(c)
+
     def on_messages(self, c: Conn, msgs: list[RtmpMessage], now: float) -> None:
         for i, msg in enumerate(msgs):
+            if c.state == CLOSED or c.state == MEDIA:
+                return
             t = msg.type_id
             if t == m.VIDEO or t == m.AUDIO:
-                if is_coded_frame(msg):
-                    c.t_first_media = now
-                    c.state = MEDIA
-                    c.last_ack = 0
-                    self.in_setup -= 1
-                    self.ep.unregister(c.fd)
-                    self.ep_media.register(c.fd, _EPOLLIN)
-                    if c.idx == 0 and self.verify is not None:
-                        self.verify_count(msgs[i:])  # player 0 keeps parsing everything
-                    else:
-                        c.reader = None  # from here on: count bytes only
-                    self.ack_if_due(c)
+                if is_coded_frame(t, msg.payload):
+                    self.on_media_items(c, [(x.type_id, x.timestamp, x.payload) for x in msgs[i:]
+                                            if x.type_id in (m.VIDEO, m.AUDIO)], now)
                     return
             elif t == m.WINDOW_ACK_SIZE:
                 c.window = m.parse_u32(msg.payload) or DEFAULT_WINDOW_ACK
@@ -280,8 +437,12 @@ class LoadClient:
                 event, values = m.parse_user_control(msg.payload)
                 if event == m.PING_REQUEST and values:
                     self.send(c, m.ping_response(values[0]))
+        if c.late and c.t_first_media and c.state != CLOSED:
+            self.ack_if_due(c)
 
     def ack_if_due(self, c: Conn) -> None:
+        if self.http_path is not None:
+            return
         seq = c.rx - HANDSHAKE_BYTES  # bytes of the chunk stream, as the server's own ChunkReader counts
         if seq - c.last_ack >= c.window:
             c.last_ack = seq
@@ -294,7 +455,8 @@ class LoadClient:
 
     # -- the loop -------------------------------------------------------------------
     def run_until(self, deadline: float, stop_when_ready: bool = False) -> None:
-        """Run the loop until ``deadline`` (monotonic), opening connections at ``rate``.
+        """Run the loop until ``deadline`` (monotonic), opening connections at ``rate`` and late joiners at
+        their times.
 
         Connections that are setting up live in ``self.ep`` and are served as soon as they have data, so
         the time to first media is measured without the tick's delay. Counting connections live in
@@ -304,6 +466,7 @@ class LoadClient:
         tick = self.tick
         next_tick = time.monotonic() + tick
         next_timeout_check = time.monotonic() + 0.5
+        late_opened = sum(1 for c in self.late if c.state != CONNECTING or c.sock is not None)
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -312,6 +475,9 @@ class LoadClient:
             while self.opened < self.n and now >= self.t_ramp0 + self.opened / self.rate:
                 self.open(self.conns[self.opened])
                 self.opened += 1
+            while late_opened < len(self.late) and now >= self.late_times[late_opened]:
+                self.open(self.late[late_opened])
+                late_opened += 1
             if stop_when_ready and self.opened == self.n and self.in_setup == 0:
                 return
             if now >= next_tick:
@@ -325,17 +491,22 @@ class LoadClient:
                 for c in self.conns[: self.opened]:
                     if c.state not in (MEDIA, CLOSED) and now - c.t_start > self.setup_timeout:
                         self.close(c, "set-up timeout")
+                for c in self.late[:late_opened]:
+                    if c.state != CLOSED and now - c.t_start > self.late_timeout:
+                        self.close(c, "late joiner: no keyframe in time" if c.t_first_media else "set-up timeout")
             wake = min(next_tick, deadline)
             if self.opened < self.n:
                 wake = min(wake, self.t_ramp0 + self.opened / self.rate)
+            if late_opened < len(self.late):
+                wake = min(wake, self.late_times[late_opened])
             wait = max(wake - now, 0.0)
             if not self.in_setup:
                 time.sleep(wait)
                 continue
             for fd, ev in self.ep.poll(wait):
-                c = self.by_fd.get(fd)
-                if c is not None:
-                    self.on_setup_event(c, ev, time.monotonic())
+                ready = self.by_fd.get(fd)
+                if ready is not None:
+                    self.on_setup_event(ready, ev, time.monotonic())
 
     def drain_media(self) -> None:
         buf = self.buf
@@ -355,13 +526,16 @@ class LoadClient:
                 self.close(c, "closed by server")
                 continue
             c.rx += n
-            if c.reader is not None:  # the verifying player
+            if c.reader is not None or c.flv is not None:  # the verifying player
                 try:
-                    self.verify_count(c.reader.feed(bytes(buf[:n])))
+                    if c.reader is not None:
+                        self.verify_count([(x.type_id, x.timestamp, x.payload) for x in c.reader.feed(bytes(buf[:n]))])
+                    else:
+                        self.verify_count(c.flv.feed(bytes(buf[:n])))  # type: ignore[union-attr]
                 except ValueError as e:
                     self.verify["error"] = f"{type(e).__name__}: {e}"  # type: ignore[index]
-                    c.reader = None
-            if c.rx - HANDSHAKE_BYTES - c.last_ack >= c.window:
+                    c.reader = c.flv = None
+            if self.http_path is None and c.rx - HANDSHAKE_BYTES - c.last_ack >= c.window:
                 self.ack_if_due(c)
 
 
@@ -441,7 +615,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default="rtmp://127.0.0.1:1935/live/bench", help="rtmp://host:port/app/stream")
+    ap.add_argument("--url", default="rtmp://127.0.0.1:1935/live/bench",
+                    help="rtmp://host:port/app/stream, or http://host:port/app/stream.live.flv (HTTP-FLV)")
     ap.add_argument("-n", "--players", type=int, default=100)
     ap.add_argument("--rate", type=float, default=200.0, help="new connections per second (default 200)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds between all-connected and the window")
@@ -452,17 +627,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publisher-pid", type=int, help="sample this pid's CPU time at the window's ends")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
                     help="do not parse player 0's whole stream (by default it is, as a sanity check)")
+    ap.add_argument("--expect-mbps", type=float, default=0.0,
+                    help="the stream's rate: after --settle, wait until the players' mean rate over 2 s is "
+                         "<= 105 %% of it (backlog drained), at most --max-settle s after the ramp")
+    ap.add_argument("--max-settle", type=float, default=40.0, help="see --expect-mbps (default 40)")
+    ap.add_argument("--late-joiners", type=int, default=0, metavar="K",
+                    help="K players joining one by one during the window (time to first media under load)")
     ap.add_argument("--json", help="write the result here instead of stdout")
     args = ap.parse_args(argv)
 
     u = urlsplit(args.url)
     parts = u.path.strip("/").split("/")
-    if u.scheme != "rtmp" or len(parts) != 2 or not u.hostname:
-        ap.error("--url must be rtmp://host:port/app/stream")
-    raise_nofile(args.players)
+    if u.scheme not in ("rtmp", "http") or len(parts) != 2 or not u.hostname:
+        ap.error("--url must be rtmp://host:port/app/stream or http://host:port/app/stream.live.flv")
+    raise_nofile(args.players + args.late_joiners)
 
-    lc = LoadClient(u.hostname, u.port or 1935, parts[0], parts[1], args.players, args.rate, args.tick_ms / 1000,
-                    args.setup_timeout)
+    http_path = None
+    if u.scheme == "http":
+        http_path = u.path + (f"?{u.query}" if u.query else "")
+    lc = LoadClient(u.hostname, u.port or (80 if http_path else 1935), parts[0], parts[1],
+                    args.players, args.rate, args.tick_ms / 1000, args.setup_timeout, http_path=http_path)
     if args.verify:
         lc.verify = {"video_frames": 0, "video_keyframes": 0, "video_bytes": 0, "audio_frames": 0,
                      "audio_bytes": 0, "other_messages": 0, "last_video_ts": 0, "error": ""}
@@ -477,6 +661,25 @@ def main(argv: list[str] | None = None) -> int:
         elif c.state not in (MEDIA, CLOSED):
             lc.close(c, "set-up timeout")
     lc.run_until(t_ready + args.settle)
+    # catch-up: players that joined while the server was busy may hold a backlog the server is still
+    # draining; counting that in the window would make a server that fell behind look fast. Wait until the
+    # players' aggregate rate over two seconds is no more than 5 % above the stream's (or --max-settle).
+    catchup_rates: list[float] = []
+    if args.expect_mbps:
+        deadline = t_ready + args.max_settle
+        while time.monotonic() < deadline:
+            media = [c for c in lc.conns if c.state == MEDIA]
+            lc.drain_media()
+            ta, ra = time.monotonic(), sum(c.rx for c in media)
+            lc.run_until(ta + 2.0)  # one GOP of the test stream: a keyframe per sample
+            lc.drain_media()
+            tb, rb = time.monotonic(), sum(c.rx for c in media)
+            alive = sum(1 for c in media if c.state == MEDIA)
+            rate = (rb - ra) * 8 / (tb - ta) / 1e6 / max(alive, 1)
+            catchup_rates.append(round(rate, 4))
+            if rate <= 1.05 * args.expect_mbps:
+                break
+    t_settled = time.monotonic()
 
     # -- measuring window --------------------------------------------------------
     srv0 = sample_process(args.server_pid)
@@ -486,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     split0 = own_cpu_split()
     lc.drain_media()
     t0 = time.monotonic()
+    if args.late_joiners:
+        lc.schedule_late(t0, args.window, args.late_joiners)
     rx0 = [c.rx for c in lc.conns]
     v0 = dict(lc.verify) if lc.verify else None
     lc.run_until(t0 + args.window)
@@ -505,6 +710,16 @@ def main(argv: list[str] | None = None) -> int:
     pub1 = sample_process(args.publisher_pid)
     sys1 = sample_system() if args.server_pid else None
     alive_end = sum(1 for c in lc.conns if c.state == MEDIA)
+    # late joiners still waiting for their keyframe finish (or time out) after the window
+    late_deadline = time.monotonic() + lc.late_timeout + 1
+    while any(c.state != CLOSED for c in lc.late) and time.monotonic() < late_deadline:
+        lc.run_until(min(time.monotonic() + 0.2, late_deadline))
+    late_ttfm = [(c.t_first_media - c.t_start) * 1000 for c in lc.late if c.t_first_media]
+    late_ttfk = [(c.t_first_key - c.t_start) * 1000 for c in lc.late if c.t_first_key]
+    late_errors: dict[str, int] = {}
+    for c in lc.late:
+        if c.error:
+            late_errors[c.error] = late_errors.get(c.error, 0) + 1
 
     ttfm = [(c.t_first_media - c.t_start) * 1000 for c in lc.conns if c.t_first_media]
     errors: dict[str, int] = {}
@@ -518,11 +733,18 @@ def main(argv: list[str] | None = None) -> int:
         "rate": args.rate,
         "tick_ms": args.tick_ms,
         "ramp_s": t_ready - t_ramp0,
+        "settle_s": t_settled - t_ready,
+        "catchup_mbps_per_player": catchup_rates,
         "reached_media": len(ttfm),
         "alive_at_end": alive_end,
         "errors": errors,
         "ttfm_ms": {"median": percentile(ttfm, 0.5), "p95": percentile(ttfm, 0.95), "max": max(ttfm, default=None),
                     "min": min(ttfm, default=None), "all": [round(x, 2) for x in ttfm]},
+        "late_joiners": {"n": len(lc.late), "errors": late_errors,
+                         "ttfm_ms": {"median": percentile(late_ttfm, 0.5), "p95": percentile(late_ttfm, 0.95),
+                                     "all": [round(x, 2) for x in late_ttfm]},
+                         "ttfk_ms": {"median": percentile(late_ttfk, 0.5), "p95": percentile(late_ttfk, 0.95),
+                                     "all": [round(x, 2) for x in late_ttfk]}},
         "window": {"t0": t0, "t1": t1, "seconds": t1 - t0, "bytes": window_bytes,
                    "total_bytes": sum(window_bytes)},
         "server": {"start": srv0, "end": srv1},
